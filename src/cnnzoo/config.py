@@ -1,0 +1,396 @@
+"""The experiment file as typed, validated, frozen config objects (no torch).
+
+`load_config` is the only way in: YAML text -> plain data with lines ->
+`--set` overrides -> `ExperimentConfig`. Nothing past here sees a raw dict.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cnnzoo.data.catalog import DATASETS
+from cnnzoo.errors import ConfigError
+from cnnzoo.params import (
+    Kind,
+    Where,
+    bool_kind,
+    choice_kind,
+    float_kind,
+    float_list_kind,
+    int_kind,
+    one_of,
+    optional,
+    pair_kind,
+    param,
+    parse_params,
+    section,
+    str_kind,
+    to_dict,
+)
+from cnnzoo.registry import LAYERS, LayerSpec
+from cnnzoo.yamlio import YamlDocument, dump_yaml, load_yaml, read_config_text
+
+BUNDLED_DIRS = (
+    Path(__file__).resolve().parent / "configs",  # installed wheel
+    Path(__file__).resolve().parents[2] / "configs",  # source checkout
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    layers: tuple[LayerSpec, ...] = param(
+        kind=LAYERS, doc="the stack, first to last: INPUT -> CONV -> RELU -> POOL -> FC"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    crop: int = param(
+        0, kind=int_kind(0), doc="random crop of the original size after zero-padding by this "
+        "many pixels on each side (0: off)"
+    )
+    flip: bool = param(False, kind=bool_kind(), doc="random horizontal flip")
+    erase: float = param(
+        0.0, kind=float_kind(0.0, 1.0), doc="probability of random erasing (a random rectangle "
+        "set to zero, after normalisation)"
+    )
+
+
+_DOWNLOAD = one_of(bool_kind(), choice_kind(["auto"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    dataset: str | None = param(
+        None, kind=optional(choice_kind(list(DATASETS))), doc="a dataset name, or folder"
+    )
+    root: str | None = param(
+        None, kind=optional(str_kind()), doc="where the data is (folder: your images; others: "
+        "a directory searched before the usual places)"
+    )
+    download: bool | str = param(
+        "auto", kind=_DOWNLOAD, doc="auto: download only when not found locally; "
+        "true: always try; false: never"
+    )
+    val_split: float = param(
+        0.1, kind=float_kind(0.0, below=1.0), doc="fraction of the training set held out for "
+        "validation (model selection); the test split is only used at the end"
+    )
+    test_split: float = param(
+        0.2, kind=float_kind(0.0, below=1.0), doc="folder only: fraction held out as the test "
+        "set when root has no test/ directory"
+    )
+    resize: tuple[int, int] | None = param(
+        None, kind=optional(pair_kind()), doc="resize images to this size (int or [h, w])"
+    )
+    pad: int = param(0, kind=int_kind(0), doc="zero-pad every image by this many pixels per side")
+    channels: int | None = param(
+        None, kind=optional(int_kind(1, 3)), doc="convert images to 1 (grey) or 3 (RGB) channels"
+    )
+    augment: AugmentConfig = section(AugmentConfig, "training-time augmentation, per batch")
+    normalize: bool = param(True, kind=bool_kind(), doc="subtract the mean and divide by the std")
+    mean: tuple[float, ...] | None = param(
+        None, kind=optional(float_list_kind()), doc="per-channel mean (default: the dataset's)"
+    )
+    std: tuple[float, ...] | None = param(
+        None, kind=optional(float_list_kind()), doc="per-channel std (default: the dataset's)"
+    )
+    limit_train: int | None = param(
+        None, kind=optional(int_kind(1)), doc="use only the first N training images (quick runs)"
+    )
+    limit_test: int | None = param(
+        None, kind=optional(int_kind(1)), doc="use only the first N test images (quick runs)"
+    )
+    workers: int = param(
+        2, kind=int_kind(0), doc="folder only: DataLoader worker processes for decoding images"
+    )
+
+    def check(self, where: Where) -> None:
+        if self.dataset == "folder" and self.root is None:
+            raise where.error("dataset folder needs root", "root", fix="add root: path/to/images")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and any(v <= 0 for v in values) and key == "std":
+                raise where.error(f"std must be positive. Received: std={list(values)}", key)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerConfig:
+    name: str = param("sgd", kind=choice_kind(["sgd", "adam", "adamw"]), doc="the optimizer")
+    lr: float = param(0.05, kind=float_kind(0.0), doc="peak learning rate")
+    momentum: float = param(0.9, kind=float_kind(0.0, 1.0), doc="sgd momentum (adam: beta1)")
+    nesterov: bool = param(False, kind=bool_kind(), doc="sgd: Nesterov momentum")
+    weight_decay: float = param(0.0, kind=float_kind(0.0), doc="L2 penalty (adamw: decoupled)")
+    beta2: float = param(0.999, kind=float_kind(0.0, below=1.0), doc="adam/adamw: beta2")
+
+    def check(self, where: Where) -> None:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise where.error("nesterov needs sgd with momentum > 0", "nesterov")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerConfig:
+    name: str = param(
+        "none", kind=choice_kind(["none", "step", "cosine", "onecycle"]),
+        doc="learning-rate schedule over the run, stepped every batch",
+    )
+    warmup_epochs: float = param(
+        0.0, kind=float_kind(0.0), doc="linear warm-up from 0 over this many epochs (not onecycle)"
+    )
+    step_epochs: int = param(
+        30, kind=int_kind(1), doc="step: multiply the lr by gamma every this many epochs"
+    )
+    gamma: float = param(0.1, kind=float_kind(0.0, 1.0), doc="step: the factor")
+    min_lr: float = param(0.0, kind=float_kind(0.0), doc="cosine: the final learning rate")
+    pct_start: float = param(
+        0.25, kind=float_kind(0.0, 1.0), doc="onecycle: fraction of the run spent rising"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    name: str = param("cross_entropy", kind=choice_kind(["cross_entropy"]), doc="the loss")
+    label_smoothing: float = param(
+        0.0, kind=float_kind(0.0, below=1.0), doc="spread this much of the target over all classes"
+    )
+
+
+_DEVICE = Kind(
+    "auto | cpu | cuda | cuda:N | mps",
+    lambda value, key, where: _parse_device(value, key, where),
+    lambda: {"type": "string", "pattern": r"^(auto|cpu|mps|cuda(:\d+)?)$"},
+)
+
+
+def _parse_device(value: Any, key: str, where: Where) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise where.error(
+            f"{key} must be auto, cpu, cuda, cuda:N or mps. Received: {key}={value!r}", key
+        )
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = param(10, kind=int_kind(1), doc="passes over the training set")
+    batch_size: int = param(128, kind=int_kind(1), doc="images per step (the global batch)")
+    optimizer: OptimizerConfig = section(OptimizerConfig, "the optimizer (or just its name)")
+    scheduler: SchedulerConfig = section(SchedulerConfig, "the learning-rate schedule")
+    loss: LossConfig = section(LossConfig, "the loss (or just its name)")
+    seed: int = param(0, kind=int_kind(0), doc="seed for weights, data order and augmentation")
+    device: str = param("auto", kind=_DEVICE, doc="auto: cuda, then mps, then cpu")
+    precision: str = param(
+        "auto", kind=choice_kind(["auto", "fp32", "bf16", "fp16"]),
+        doc="auto: bf16 autocast on GPUs that support it, fp32 otherwise",
+    )
+    channels_last: bool = param(False, kind=bool_kind(), doc="NHWC memory layout (faster on GPUs)")
+    compile: bool = param(False, kind=bool_kind(), doc="torch.compile the model")
+    tta: str = param(
+        "none", kind=choice_kind(["none", "flip"]),
+        doc="test-time augmentation for evaluation: flip averages the logits of the image and "
+        "its mirror",
+    )
+    eval_batch_size: int = param(1024, kind=int_kind(1), doc="images per evaluation step")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a config was read from, so later errors (shapes) can name the file and line."""
+
+    source: str
+    lines: dict[tuple[str | int, ...], int]
+    overrides: dict[tuple[str | int, ...], str]  # key path -> the `--set` text that set it
+
+    def locate(self, exc: ConfigError) -> ConfigError:
+        for key_path, text in self.overrides.items():
+            if exc.path[: len(key_path)] == key_path:
+                exc.source = f"--set {text}"
+                return exc.located(None, None)
+        return exc.located(self.source, self.lines)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    name: str = param("experiment", kind=str_kind(), doc="the run's name; defaults to the file's stem")
+    model: ModelConfig = param(kind=section(ModelConfig, "").metadata["kind"], doc="the network")
+    data: DataConfig = section(DataConfig, "the dataset and its preprocessing")
+    train: TrainConfig = section(TrainConfig, "how to train")
+    versions: tuple[tuple[str, str], ...] | None = param(
+        None, kind=optional(Kind(
+            "mapping of names to versions",
+            lambda value, key, where: _parse_versions(value, key, where),
+            lambda: {"type": "object", "additionalProperties": {"type": "string"}},
+            lambda value: dict(value),
+        )),
+        doc="written by cnnzoo train: the versions that produced a run (informational)",
+    )
+    origin: Origin | None = field(default=None, compare=False, repr=False)
+
+    def to_yaml(self) -> str:
+        """The fully resolved experiment as YAML; `load_config` reads it back to an equal config."""
+        return dump_yaml(to_plain(self))
+
+
+def _parse_versions(value: Any, key: str, where: Where) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise where.error(f"{key} must be a mapping of names to version strings", key)
+    return tuple(value.items())
+
+
+def to_plain(config: ExperimentConfig) -> dict[str, Any]:
+    data = to_dict(config)
+    data["model"] = {"layers": [spec.to_yaml(full=True) for spec in config.model.layers]}
+    if data["versions"] is None:
+        del data["versions"]
+    return data
+
+
+def bundled_configs() -> dict[str, Path]:
+    """Bundled configs by name (the file stem)."""
+    for directory in BUNDLED_DIRS:
+        if directory.is_dir():
+            return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+    return {}
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file's path: an existing file, or the name of a bundled config."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_configs()
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if not path.exists() and len(path.parts) == 1 and stem in bundled:
+        return bundled[stem]
+    if path.exists():
+        return path  # a directory: read_config_text explains
+    from cnnzoo.errors import did_you_mean
+
+    raise ConfigError(
+        f"no config file or bundled config named '{name_or_path}'"
+        f"{did_you_mean(stem, bundled)}",
+        fix="`cnnzoo zoo` lists the bundled configs",
+    )
+
+
+def load_config(
+    path_or_text: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
+    """Read and validate an experiment: a file path, a bundled config name, or YAML text.
+
+    `overrides` are `key=value` strings (as `cnnzoo train --set`), applied before
+    validation so they are checked exactly like the file.
+    """
+    if isinstance(path_or_text, Path) or ("\n" not in path_or_text and ":" not in path_or_text):
+        path = resolve_config_path(path_or_text)
+        source = str(path)
+        doc = load_yaml(read_config_text(path), source)
+        default_name = path.stem
+    else:
+        source = "<string>"
+        doc = load_yaml(path_or_text, source)
+        default_name = "experiment"
+    return config_from_document(doc, default_name, overrides)
+
+
+def config_from_document(
+    doc: YamlDocument, default_name: str, overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
+    if doc.data is None:
+        raise ConfigError(
+            "the file is empty", source=doc.source,
+            fix="an experiment needs at least 'model: {layers: [...]}'",
+        )
+    if not isinstance(doc.data, dict):
+        raise ConfigError(
+            f"the file must be a mapping with model/data/train sections, got "
+            f"{type(doc.data).__name__}",
+            source=doc.source, line=1,
+        )
+    data = dict(doc.data)
+    applied: dict[tuple[str | int, ...], str] = {}
+    for text in overrides:
+        key_path = apply_override(data, text)
+        applied[key_path] = text
+    data.setdefault("name", default_name)
+    origin = Origin(doc.source, doc.lines, applied)
+    try:
+        config = parse_params(ExperimentConfig, data, Where("", ()))
+    except ConfigError as exc:
+        raise origin.locate(exc) from None
+    return replace(config, origin=origin)
+
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def parse_override_key(key: str) -> tuple[str | int, ...]:
+    """`model.layers[1].conv.filters` or `model.layers.1.conv.filters` as a key path."""
+    parts: list[str | int] = []
+    for part in _INDEX.sub(r".\1", key).split("."):
+        if not part:
+            raise ConfigError(f"bad key '{key}' in --set", fix="write e.g. train.epochs=3")
+        parts.append(int(part) if part.isdigit() else part)
+    return tuple(parts)
+
+
+def apply_override(data: dict[str, Any], text: str) -> tuple[str | int, ...]:
+    """Set one `key=value` (value in YAML syntax) into the raw experiment data."""
+    if "=" not in text:
+        raise ConfigError(
+            f"--set takes key=value, got '{text}'", fix="write e.g. --set train.epochs=3"
+        )
+    key, _, raw = text.partition("=")
+    key_path = parse_override_key(key.strip())
+    value = load_yaml(raw, f"--set {text}").data if raw.strip() else None
+    node: Any = data
+    for i, part in enumerate(key_path[:-1]):
+        here = ".".join(map(str, key_path[: i + 1]))
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise ConfigError(
+                    f"--set {text}: {here} does not exist (the list has {size} items)"
+                )
+            node[part] = _copy(node[part])
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: {here} is not a mapping")
+            child = node.get(part)
+            if isinstance(child, str) and isinstance(key_path[i + 1], str):
+                child = {"name": child} if part in _NAMED_SECTIONS else {child: None}
+            node[part] = _copy(child) if child is not None else {}
+            node = node[part]
+    last = key_path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"--set {text}: index {last} does not exist")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"--set {text}: the parent of '{last}' is not a mapping")
+    node[last] = value
+    return key_path
+
+
+_NAMED_SECTIONS = {"optimizer", "scheduler", "loss"}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
+def with_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """A copy of `config` with `key=value` overrides applied and validated."""
+    doc = load_yaml(config.to_yaml(), "<config>")
+    return config_from_document(doc, config.name, overrides)
+
+
+def rename(config: ExperimentConfig, name: str) -> ExperimentConfig:
+    return replace(config, name=name)

@@ -1,0 +1,1 @@
+"""Datasets: what each one is (catalog) and how to load it."""

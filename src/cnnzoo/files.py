@@ -1,0 +1,64 @@
+"""Writing files so that a crash never leaves a half-written file under the real name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from cnnzoo.errors import CnnzooError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """Write to a temp file in the same directory, fsync it, then rename over `path`.
+
+    Readers see the old file or the new one, never a mix; a failure (full disk,
+    crash, exception) leaves the old file as it was and removes the temp file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CnnzooError(f"{path} is a directory; give a file name")
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise CnnzooError(f"cannot write {path}: {exc.strerror}") from exc
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself is only durable once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path) as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Atomically write `path` with a function that writes to a binary handle."""
+    with atomic_open(path) as handle:
+        write(handle)

@@ -1,0 +1,137 @@
+"""Layers that keep or reshape the volume: input, activations, dropout, batchnorm, flatten."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from cnnzoo.params import Where, choice_kind, float_kind, int_kind, optional, param
+from cnnzoo.plan import LayerPlan, Planner
+from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.shapes import Volume
+
+
+@register_layer("input", doc="the image volume fed to the network")
+@dataclass(frozen=True, kw_only=True)
+class InputSpec(LayerSpec):
+    width: int = param(kind=int_kind(1), doc="image width W")
+    height: int = param(kind=int_kind(1), doc="image height H")
+    depth: int = param(kind=int_kind(1), doc="channels D (1 grey, 3 RGB)")
+
+    @staticmethod
+    def of(volume: Volume) -> InputSpec:
+        return InputSpec(width=volume.width, height=volume.height, depth=volume.depth)
+
+    @property
+    def volume(self) -> Volume:
+        return Volume(self.width, self.height, self.depth)
+
+    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+        return Inferred(output=self.volume, label="input")
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        return nn.Identity()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Activation(LayerSpec):
+    """Elementwise nonlinearity; the volume is unchanged."""
+
+    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+        return Inferred(output=inp, label=self.label())
+
+    def label(self) -> str:
+        return self.type_name
+
+
+def _simple_activation(name: str, module: type[nn.Module], doc: str) -> None:
+    @register_layer(name, doc=doc)
+    @dataclass(frozen=True, kw_only=True)
+    class Spec(_Activation):
+        def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+            return module()
+
+    Spec.__name__ = Spec.__qualname__ = f"{module.__name__}Spec"
+
+
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
+
+for _name, _module, _doc in (
+    ("relu", nn.ReLU, "max(0, x)"),
+    ("gelu", nn.GELU, "Gaussian error linear unit"),
+    ("silu", nn.SiLU, "x * sigmoid(x) (swish)"),
+    ("tanh", nn.Tanh, "hyperbolic tangent"),
+    ("sigmoid", nn.Sigmoid, "logistic sigmoid"),
+):
+    _simple_activation(_name, _module, _doc)
+
+
+@register_layer("leaky_relu", primary="slope", doc="x if x > 0 else slope * x")
+@dataclass(frozen=True, kw_only=True)
+class LeakyReluSpec(_Activation):
+    slope: float = param(0.01, kind=float_kind(0.0), doc="slope for negative inputs")
+
+    def label(self) -> str:
+        return f"leaky_relu {self.slope:g}"
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        return nn.LeakyReLU(self.slope)
+
+
+@register_layer("elu", primary="alpha", doc="x if x > 0 else alpha * (exp(x) - 1)")
+@dataclass(frozen=True, kw_only=True)
+class EluSpec(_Activation):
+    alpha: float = param(1.0, kind=float_kind(0.0), doc="saturation value for negative inputs")
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        return nn.ELU(self.alpha)
+
+
+
+
+@register_layer("dropout", primary="p", doc="zero each value with probability p while training")
+@dataclass(frozen=True, kw_only=True)
+class DropoutSpec(LayerSpec):
+    p: float = param(0.5, kind=float_kind(0.0, below=1.0), doc="drop probability")
+
+    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+        return Inferred(output=inp, label=f"dropout {self.p:g}")
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        return nn.Dropout(self.p)
+
+
+@register_layer("batchnorm", doc="normalise each channel over the batch, then scale and shift")
+@dataclass(frozen=True, kw_only=True)
+class BatchNormSpec(LayerSpec):
+    momentum: float = param(0.1, kind=float_kind(0.0, 1.0), doc="running statistics momentum")
+    eps: float = param(1e-5, kind=float_kind(0.0), doc="added to the variance")
+
+    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+        return Inferred(output=inp, label="batchnorm", params=2 * inp.depth)
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        norm = nn.BatchNorm1d if plan.input.flat else nn.BatchNorm2d
+        return norm(plan.input.depth, eps=self.eps, momentum=self.momentum)
+
+
+@register_layer("flatten", doc="the volume as one vector of W*H*D values")
+@dataclass(frozen=True, kw_only=True)
+class FlattenSpec(LayerSpec):
+    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+        return Inferred(output=Volume.vector(inp.numel), label="flatten")
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        return nn.Flatten()
+
+
+ACTIVATION = optional(choice_kind(ACTIVATIONS))  # the `activation:` key of conv, local, fc
+
+
+def activation_spec(name: str) -> LayerSpec:
+    """The layer that `activation: name` stands for."""
+    from cnnzoo.registry import get_layer_type
+
+    return get_layer_type(name)()

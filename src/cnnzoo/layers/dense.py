@@ -1,0 +1,52 @@
+"""The fully connected layer: every input value connected to every output unit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnzoo.layers.basic import ACTIVATION, activation_spec
+from cnnzoo.params import Where, bool_kind, int_kind, param
+from cnnzoo.plan import LayerPlan, Planner
+from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.shapes import Volume
+
+
+@register_layer("fc", primary="units", doc="fully connected: a volume input is flattened first")
+@dataclass(frozen=True, kw_only=True)
+class FcSpec(LayerSpec):
+    units: int = param(kind=int_kind(1), doc="number of output units")
+    bias: bool = param(True, kind=bool_kind(), doc="add a learned bias per unit")
+    activation: str | None = param(None, kind=ACTIVATION, doc="shorthand for a layer after this")
+
+    def desugar(self) -> list[LayerSpec]:
+        if self.activation is None:
+            return [self]
+        return [replace(self, activation=None), activation_spec(self.activation)]
+
+    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+        params = inp.numel * self.units + (self.units if self.bias else 0)
+        return Inferred(
+            output=Volume.vector(self.units),
+            label=f"fc {self.units}",
+            params=params,
+            macs=inp.numel * self.units,
+            global_window=not inp.flat,
+            dense_params=params,
+        )
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        return Linear(plan.input.numel, self.units, bias=self.bias)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` that flattens a (B, C, H, W) volume to (B, C*H*W) first."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 2:
+            x = x.flatten(1)
+        return F.linear(x, self.weight, self.bias)
