@@ -214,7 +214,9 @@ class Origin:
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    name: str = param("experiment", kind=str_kind(), doc="the run's name; defaults to the file's stem")
+    name: str = param(
+        "experiment", kind=str_kind(), doc="the run's name; defaults to the file's stem"
+    )
     model: ModelConfig = param(kind=section(ModelConfig, "").metadata["kind"], doc="the network")
     data: DataConfig = section(DataConfig, "the dataset and its preprocessing")
     train: TrainConfig = section(TrainConfig, "how to train")
@@ -355,16 +357,13 @@ def apply_override(data: dict[str, Any], text: str) -> tuple[str | int, ...]:
                 raise ConfigError(
                     f"--set {text}: {here} does not exist (the list has {size} items)"
                 )
-            node[part] = _copy(node[part])
-            node = node[part]
-        else:
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text}: {here} is not a mapping")
-            child = node.get(part)
-            if isinstance(child, str) and isinstance(key_path[i + 1], str):
-                child = {"name": child} if part in _NAMED_SECTIONS else {child: None}
-            node[part] = _copy(child) if child is not None else {}
-            node = node[part]
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {text}: {here} is not a mapping")
+        child = node[part] if isinstance(part, int) else node.get(part)
+        if isinstance(key_path[i + 1], str):
+            child = _expand_shorthand(part, child)
+        node[part] = _copy(child) if child is not None else {}
+        node = node[part]
     last = key_path[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or last >= len(node):
@@ -376,6 +375,21 @@ def apply_override(data: dict[str, Any], text: str) -> tuple[str | int, ...]:
 
 
 _NAMED_SECTIONS = {"optimizer", "scheduler", "loss"}
+
+
+def _expand_shorthand(key: str | int, value: Any) -> Any:
+    """The mapping a shorthand stands for, so a `--set` can reach into it:
+    `optimizer: adam` is {name: adam}, `relu` is {relu: None}, `conv: 8` is {filters: 8}."""
+    if isinstance(value, str) and key in _NAMED_SECTIONS:
+        return {"name": value}
+    if isinstance(value, str) and isinstance(key, int):
+        return {value: None}
+    if value is not None and not isinstance(value, (dict, list)) and isinstance(key, str):
+        from cnnzoo.registry import get_layer_type, list_layer_types
+
+        if key in list_layer_types() and get_layer_type(key).primary is not None:
+            return {get_layer_type(key).primary: value}
+    return value
 
 
 def _copy(value: Any) -> Any:

@@ -10,7 +10,6 @@ from cnnzoo.params import params_schema
 from cnnzoo.registry import layer_schema
 
 
-
 def experiment_schema() -> dict[str, Any]:
     schema = params_schema(ExperimentConfig)
     schema["required"] = ["model"]

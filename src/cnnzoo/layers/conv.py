@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnzoo.errors import did_you_mean
 from cnnzoo.layers.basic import ACTIVATION, activation_spec
 from cnnzoo.layers.padding import PADDING_MODES, max_padding, pad
-from cnnzoo.errors import did_you_mean
 from cnnzoo.params import (
     Kind,
     Where,
@@ -25,14 +25,15 @@ from cnnzoo.params import (
 from cnnzoo.plan import LayerPlan, Planner
 from cnnzoo.registry import Inferred, LayerSpec, register_layer
 from cnnzoo.shapes import (
-    Pair,
     Padding4,
+    Pair,
     Volume,
     conv_output,
     effective_kernel,
     format_pair,
     resolve_padding,
 )
+
 
 def _padding_kind() -> Kind:
     pair = pair_kind(minimum=0)
@@ -136,7 +137,9 @@ def _pair_text(pair: Pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else format_pair(pair)
 
 
-@register_layer("conv", primary="filters", doc="2-D convolution: shared filters slid over the volume")
+@register_layer(
+    "conv", primary="filters", doc="2-D convolution: shared filters slid over the volume"
+)
 @dataclass(frozen=True, kw_only=True)
 class ConvSpec(WindowSpec):
     groups: int = param(1, kind=int_kind(1), doc="split input and filters into this many groups")
