@@ -63,12 +63,24 @@ class ConfigError(CnnzooError, ValueError):
         if self.line is None and lines:
             path = self.path
             while path:
-                if path in lines:
-                    self.line = lines[path]
+                line = next((lines[p] for p in _written_forms(path) if p in lines), None)
+                if line is not None:
+                    self.line = line
                     break
                 path = path[:-1]
         self.args = (self.message,)
         return self
+
+
+def _written_forms(path: tuple) -> list[tuple]:
+    """`path` as it may appear in the file: nested layers can be written in the long
+    form (`- residual: {layers: [...]}`) or the short one (`- residual: [...]`), which
+    has no `layers` key."""
+    forms = [()]
+    for i, part in enumerate(path):
+        optional = part == "layers" and i > 0 and isinstance(path[i - 1], str) and i > 1
+        forms = [(*f, part) for f in forms] + (forms if optional else [])
+    return forms
 
 
 class DataError(CnnzooError):

@@ -83,6 +83,12 @@ def load_yaml(text: str, source: str = "<string>") -> YamlDocument:
                 doc.data = _Converter(loader, source, doc.lines).convert(node, ())
         finally:
             loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(
+            f"invalid YAML: the character #x{_code(exc.character):04x} is not allowed in YAML text",
+            source=source, line=line, fix="remove it (control characters cannot appear)",
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -189,6 +195,9 @@ class _Converter:
                 )
             if key in result:
                 raise self.error(f"duplicate key '{key}'", key_node, "keep only one of them")
+            # An error about a key points at the key's line, even when its value
+            # (a nested mapping or list) starts on the next one.
+            self.lines.setdefault((*path, key), key_node.start_mark.line + 1)
             result[key] = self.convert(value_node, (*path, key))
         for k, v in merged.items():
             result.setdefault(k, v)
@@ -218,3 +227,9 @@ def _scalar_or_short_list(value: Any) -> bool:
     if isinstance(value, list):
         return all(isinstance(v, (int, float, str, bool)) for v in value) and len(value) <= 4
     return not isinstance(value, dict)
+
+
+def _code(character: int | str | bytes) -> int:
+    if isinstance(character, int):
+        return character
+    return ord(character[:1]) if character else 0
