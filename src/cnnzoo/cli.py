@@ -102,13 +102,120 @@ def schema(
         atomic_write_text(out, text)
 
 
+@app.command()
+def train(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="an experiment file or a bundled config's name"),
+    ] = None,
+    overrides: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="run directory (default runs/NAME-TIME)")
+    ] = None,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="look for datasets here first")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue the run in this directory")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """Train a network on its dataset and save the run (weights, metrics, results)."""
+    from cnnzoo.config import load_config
+    from cnnzoo.train import fit, load_config_for_resume
+
+    if device is not None:
+        from cnnzoo.config import TrainConfig  # validate like the YAML key
+        from cnnzoo.params import Where
+
+        TrainConfig.__dataclass_fields__["device"].metadata["kind"].parse(
+            device, "--device", Where("--device", ())
+        )
+    if resume is not None:
+        cfg = (load_config(config, overrides or []) if config is not None
+               else load_config_for_resume(resume, overrides or []))
+    elif config is None:
+        raise CnnzooError("give --config FILE (or a bundled name) or --resume RUN_DIR")
+    else:
+        cfg = load_config(config, overrides or [])
+    fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet)
+
+
+RunDir = Annotated[Path, typer.Argument(help="a run directory made by cnnzoo train")]
+
+
+@app.command(name="eval")
+def eval_(
+    run_dir: RunDir,
+    split: Annotated[str, typer.Option("--split", help="test, val or train")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    data_root: Annotated[str | None, typer.Option("--data-root")] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
+    from cnnzoo.train import evaluate_run
+
+    if split not in ("test", "val", "train"):
+        raise CnnzooError(f"--split must be test, val or train, got '{split}'")
+    result, classes = evaluate_run(run_dir, split, data_root, device)
+    per_class = result.per_class()
+    if as_json:
+        print(json.dumps({
+            "run": str(run_dir), "split": split, "accuracy": result.accuracy,
+            "loss": result.loss, "samples": result.samples,
+            "per_class": dict(zip(classes, per_class, strict=True)),
+            "classes": classes, "confusion": result.confusion.tolist(),
+        }, indent=2))
+        return
+    from cnnzoo.summary import format_table
+
+    print(f"{run_dir} on {split}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
+          f"{result.samples:,} images\n")
+    rows = [(name, f"{acc:.2%}", f"{int(result.confusion[i].sum()):,}")
+            for i, (name, acc) in enumerate(zip(classes, per_class, strict=True))]
+    print(format_table(("class", "accuracy", "images"), rows, {"accuracy", "images"}))
+    print("\nconfusion matrix (rows: true class, columns: predicted)")
+    header = ("", *(str(i) for i in range(len(classes))))
+    matrix = [(f"{i} {name}", *(str(int(v)) for v in result.confusion[i]))
+              for i, name in enumerate(classes)]
+    print(format_table(header, matrix, set(header[1:])))
+
+
+@app.command()
+def predict(
+    run_dir: RunDir,
+    images: Annotated[list[Path], typer.Argument(help="image files (png, jpg, ...)")],
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="classes to show")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """The most likely classes, with probabilities, for image files."""
+    from cnnzoo.predict import predict_files
+
+    results = predict_files(run_dir, images, top, device)
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    for item in results:
+        guesses = ", ".join(f"{g['class']} {g['probability']:.1%}" for g in item["top"])
+        print(f"{item['image']}: {guesses}")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code; user errors print one line."""
+    from cnnzoo.train import Interrupted
+
     try:
         app(args=argv, prog_name="cnnzoo")
     except CnnzooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USER_ERROR
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     except SystemExit as exc:  # how Typer reports --help, usage errors and Exit
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:

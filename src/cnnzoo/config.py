@@ -261,13 +261,19 @@ def bundled_configs() -> dict[str, Path]:
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A config file's path: an existing file, or the name of a bundled config."""
     path = Path(name_or_path)
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"no config file or bundled config named '{str(name_or_path)[:80]}"
+                          f"{'...' if len(str(name_or_path)) > 80 else ''}' ({exc.strerror})",
+                          fix="`cnnzoo zoo` lists the bundled configs") from None
     if path.is_file():
         return path
     bundled = bundled_configs()
     stem = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if not path.exists() and len(path.parts) == 1 and stem in bundled:
+    if not exists and len(path.parts) == 1 and stem in bundled:
         return bundled[stem]
-    if path.exists():
+    if exists:
         return path  # a directory: read_config_text explains
     from cnnzoo.errors import did_you_mean
 
@@ -286,7 +292,10 @@ def load_config(
     `overrides` are `key=value` strings (as `cnnzoo train --set`), applied before
     validation so they are checked exactly like the file.
     """
-    if isinstance(path_or_text, Path) or ("\n" not in path_or_text and ":" not in path_or_text):
+    is_text = isinstance(path_or_text, str) and (
+        "\n" in path_or_text or ":" in path_or_text or not path_or_text.strip()
+    )
+    if not is_text:
         path = resolve_config_path(path_or_text)
         source = str(path)
         doc = load_yaml(read_config_text(path), source)

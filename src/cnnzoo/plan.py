@@ -121,7 +121,11 @@ class Planner:
         cursor = _Cursor(inp, rf, jump, after)
         plans: list[LayerPlan] = []
         for yaml_index, spec in [item for _ in range(times) for item in enumerate(specs)]:
-            at = Where(f"{where.label}[{yaml_index}] ({spec.type_name})", (*where.path, yaml_index))
+            # The same key path the parser used, so errors find the parameter's line.
+            at = Where(
+                f"{where.label}[{yaml_index}] ({spec.type_name})",
+                (*where.path, yaml_index, spec.type_name),
+            )
             for part in spec.desugar():
                 index = f"{prefix}{len(plans)}"
                 plan = self.plan_layer(part, at, index, cursor)
@@ -254,6 +258,15 @@ def plan_layers(
     return Plan(name=name, input=input_volume, layers=planned)
 
 
+def last_weighted_layer(plan: Plan) -> LayerPlan:
+    """The layer that decides the number of outputs: the last one with weights
+    (an activation or dropout after it changes nothing)."""
+    for layer in reversed(plan.layers):
+        if layer.params or layer.children:
+            return layer
+    return plan.layers[-1]
+
+
 def _input_fix(declared: Volume, data: Volume) -> str:
     """How to make the data fit the declared input (or the input fit the data)."""
     ways = []
@@ -315,6 +328,7 @@ def _plan_experiment(config: ExperimentConfig) -> Plan:
         )
     classes = info.num_classes
     if classes is not None and out.depth != classes:
+        last = last_weighted_layer(plan)
         raise ConfigError(
             f"the last layer gives {out.depth} outputs but {data.dataset} has {classes} classes",
             where=last.where.label,

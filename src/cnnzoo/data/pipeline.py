@@ -1,0 +1,469 @@
+"""From a dataset's stored splits to batches on the training device.
+
+Datasets that fit in memory are held once as a uint8 tensor on the device; a
+batch is an index slice, and normalisation and augmentation run per batch on
+tensors, seeded by (seed, epoch, step) so a resumed run sees the same batches.
+Only `folder` datasets decode images per sample, in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cnnzoo.config import AugmentConfig, DataConfig
+from cnnzoo.data.catalog import DatasetInfo, dataset_info
+from cnnzoo.data.sources import RawSplit, load_split, search_dirs
+from cnnzoo.errors import DataError
+from cnnzoo.shapes import Volume
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                  ".pgm"}
+
+
+def step_seed(seed: int, epoch: int, step: int, salt: int = 0) -> int:
+    """A seed for one step's randomness that depends only on where training is."""
+    return hash((seed, epoch, step, salt)) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch `epoch`: the same in every process and on resume."""
+    generator = torch.Generator().manual_seed(step_seed(seed, epoch, -1))
+    return torch.randperm(n, generator=generator)
+
+
+@dataclass
+class Split:
+    """Images (uint8, N x C x H x W) and labels held in memory, on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Training steps per epoch: the last incomplete batch is dropped (unless it is
+        the only one), so every step sees a full batch for batchnorm and the lr schedule."""
+        return max(1, len(self) // batch_size)
+
+    def train_batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled batches of epoch `epoch`, from `start_step` on; each process of a
+        `world` takes its share of every global batch."""
+        order = epoch_order(len(self), seed, epoch).to(self.labels.device)
+        steps = self.steps_per_epoch(batch_size)
+        size = min(batch_size, len(self))
+        for step in range(start_step, steps):
+            index = order[step * size : (step + 1) * size][rank::world]
+            yield self.images[index], self.labels[index]
+
+    def eval_batches(
+        self, batch_size: int, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in order (a process takes every `world`-th batch)."""
+        for i, start in enumerate(range(0, len(self), batch_size)):
+            if i % world == rank:
+                end = start + batch_size
+                yield self.images[start:end], self.labels[start:end]
+
+
+@dataclass
+class Dataset:
+    """A dataset ready for training: splits, class names and normalisation."""
+
+    name: str
+    train: Split | FolderSplit
+    val: Split | FolderSplit | None
+    test: Split | FolderSplit
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    volume: Volume
+    source: str
+
+
+def load_dataset(
+    data: DataConfig,
+    volume: Volume,
+    num_outputs: int,
+    *,
+    seed: int,
+    data_root: str | None = None,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> Dataset:
+    """Load, preprocess (resize, pad, channels) and split a dataset for a model whose
+    input is `volume` and which has `num_outputs` outputs."""
+    info = dataset_info(data.dataset)
+    if info.layout == "folder":
+        return _load_folder(data, volume, seed, splits)
+    if info.layout == "fake":
+        train, test, classes, source = _fake(data, volume, num_outputs)
+    else:
+        dirs = search_dirs(data.root, data_root)
+        need_train = "train" in splits or "val" in splits
+        train_raw = load_split(info, "train", dirs, data.download) if need_train else None
+        test_raw = load_split(info, "test", dirs, data.download) if "test" in splits else None
+        some = train_raw or test_raw
+        classes, source = some.classes, some.source
+        train = _prepare(train_raw, data, volume, data.limit_train) if train_raw else None
+        test = _prepare(test_raw, data, volume, data.limit_test) if test_raw else None
+    train, val = _split_val(train, data.val_split, seed) if train is not None else (None, None)
+    mean, std = _normalisation(data, info, volume)
+    return Dataset(info.name, train, val, test, tuple(classes), mean, std, volume, source)
+
+
+def _prepare(raw: RawSplit, data: DataConfig, volume: Volume, limit: int | None) -> Split:
+    images, labels = raw.images, raw.labels
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return Split(convert_images(images, data, volume), labels)
+
+
+def convert_images(images: torch.Tensor, data: DataConfig, volume: Volume) -> torch.Tensor:
+    """Resize, pad and change channels of uint8 images so they are `volume`."""
+    channels = images.shape[1]
+    if data.channels is not None and data.channels != channels:
+        if data.channels == 3:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        else:
+            # ITU-R 601-2 luma, as PIL's convert("L").
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    if data.resize is not None and tuple(images.shape[-2:]) != tuple(data.resize):
+        chunks = []
+        for chunk in images.split(4096):
+            resized = F.interpolate(chunk.float(), size=data.resize, mode="bilinear",
+                                    antialias=True, align_corners=False)
+            chunks.append(resized.round().clamp(0, 255).to(torch.uint8))
+        images = torch.cat(chunks)
+    if data.pad:
+        images = F.pad(images, (data.pad,) * 4)
+    if tuple(images.shape[1:]) != (volume.depth, volume.height, volume.width):
+        c, h, w = images.shape[1:]
+        raise DataError(
+            f"dataset {data.dataset} gives {w}x{h}x{c} images but the model's input is "
+            f"{volume}; set data.resize, data.pad or data.channels"
+        )
+    return images
+
+
+def _split_val(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+    if fraction <= 0:
+        return train, None
+    n_val = round(len(train) * fraction)
+    if n_val < 1 or n_val >= len(train):
+        raise DataError(
+            f"val_split {fraction} of {len(train)} training images leaves "
+            f"{len(train) - n_val} to train on and {n_val} to validate"
+        )
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
+    return (
+        Split(train.images[train_index], train.labels[train_index]),
+        Split(train.images[val_index], train.labels[val_index]),
+    )
+
+
+def _normalisation(
+    data: DataConfig, info: DatasetInfo, volume: Volume
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = data.mean if data.mean is not None else info.mean
+    std = data.std if data.std is not None else info.std
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, volume.depth):
+            raise DataError(
+                f"data.{name} has {len(values)} values but the images have {volume.depth} "
+                "channels"
+            )
+    if len(mean) != volume.depth:
+        mean = (sum(mean) / len(mean),) * volume.depth
+    if len(std) != volume.depth:
+        std = (sum(std) / len(std),) * volume.depth
+    return tuple(mean), tuple(std)
+
+
+def _fake(
+    data: DataConfig, volume: Volume, num_outputs: int
+) -> tuple[Split, Split, tuple[str, ...], str]:
+    """torchvision's FakeData, shaped like the model: random images, random labels."""
+    from torchvision.datasets import FakeData
+    from torchvision.transforms import PILToTensor
+
+    def make(size: int, offset: int) -> Split:
+        fake = FakeData(size, (volume.depth, volume.height, volume.width), num_outputs,
+                        transform=PILToTensor(), random_offset=offset)
+        images = torch.stack([fake[i][0] for i in range(size)])
+        labels = torch.tensor([int(fake[i][1]) for i in range(size)])
+        if images.shape[1] != volume.depth:
+            images = images[:, : volume.depth]
+        return Split(images.contiguous(), labels)
+
+    train = make(data.limit_train or 1000, 0)
+    test = make(data.limit_test or 200, 1_000_000)
+    classes = tuple(f"class{i}" for i in range(num_outputs))
+    return train, test, classes, "torchvision FakeData"
+
+
+class BatchTransform:
+    """Normalisation and augmentation of uint8 batches, on the batch's device."""
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: AugmentConfig,
+        normalize: bool,
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
+        self.augment_config = augment
+        self.scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(1, -1, 1, 1)
+        self.shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)],
+                                  device=device).view(1, -1, 1, 1)
+        if not normalize:
+            self.scale = torch.full_like(self.scale, 1 / 255)
+            self.shift = torch.zeros_like(self.shift)
+        self.generator = torch.Generator(device=device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float: (x/255 - mean) / std in one multiply-add."""
+        x = torch.addcmul(-self.shift, images.float(), self.scale)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def train(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        """Augment (crop, flip), normalise, then erase; randomness from `seed` only."""
+        aug = self.augment_config
+        g = self.generator.manual_seed(seed)
+        if aug.crop:
+            images = random_crop(images, aug.crop, g)
+        if aug.flip:
+            flip = torch.rand(len(images), device=images.device, generator=g) < 0.5
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+        x = self.normalize(images)
+        if aug.erase:
+            x = random_erase(x, aug.erase, g)
+        return x
+
+
+def random_crop(images: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `padding` and cut a random crop of the original size from each image."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=images.device, generator=g)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=images.device, generator=g)
+    rows = (dy + torch.arange(h, device=images.device)).view(n, 1, h, 1)
+    cols = (dx + torch.arange(w, device=images.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+def random_erase(
+    x: torch.Tensor,
+    p: float,
+    g: torch.Generator,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
+    """Set a random rectangle of each image to 0 with probability p (Zhong et al. 2020),
+    with torchvision's default area and aspect ranges."""
+    n, _, h, w = x.shape
+    dev = x.device
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, device=dev, generator=g))
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(
+        n, device=dev, generator=g
+    )
+    aspect = torch.exp(log_ratio)
+    eh = torch.sqrt(area * aspect).round().clamp(1, h).long()
+    ew = torch.sqrt(area / aspect).round().clamp(1, w).long()
+    top = (torch.rand(n, device=dev, generator=g) * (h - eh + 1)).long()
+    left = (torch.rand(n, device=dev, generator=g) * (w - ew + 1)).long()
+    apply = torch.rand(n, device=dev, generator=g) < p
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    inside = (
+        (rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
+        & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1))
+        & apply.view(n, 1, 1)
+    )
+    return x.masked_fill(inside.unsqueeze(1), 0.0)
+
+
+class FolderSplit:
+    """Images in class folders, decoded per sample in DataLoader workers."""
+
+    def __init__(self, samples: list[tuple[Path, int]], volume: Volume, workers: int) -> None:
+        self.samples = samples
+        self.volume = volume
+        self.workers = workers
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, index: list[int]) -> FolderSplit:
+        return FolderSplit([self.samples[i] for i in index], self.volume, self.workers)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, len(self) // batch_size)
+
+    def _loader(self, order: list[int], batch_size: int) -> torch.utils.data.DataLoader:
+        dataset = _ImageFiles([self.samples[i] for i in order], self.volume)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, num_workers=self.workers,
+            collate_fn=_collate, persistent_workers=False,
+        )
+
+    def train_batches(
+        self, batch_size: int, *, seed: int, epoch: int, start_step: int = 0, rank: int = 0,
+        world: int = 1,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # The same global order as the in-memory path; each process decodes only its
+        # share, which is what DistributedSampler with set_epoch(epoch) does.
+        order = epoch_order(len(self), seed, epoch).tolist()
+        size = min(batch_size, len(self))
+        steps = self.steps_per_epoch(batch_size)
+        mine = [i for s in range(start_step, steps) for i in order[s * size:(s + 1) * size][
+            rank::world]]
+        yield from self._loader(mine, max(1, size // world))
+
+    def eval_batches(
+        self, batch_size: int, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = [i for i in range(len(self)) if (i // batch_size) % world == rank]
+        yield from self._loader(order, batch_size)
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, samples: list[tuple[Path, int]], volume: Volume) -> None:
+        self.samples = samples
+        self.volume = volume
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
+        path, label = self.samples[i]
+        try:
+            return read_image(path, self.volume), label, None
+        except DataError as exc:
+            # Reported by the main process, not as a worker traceback.
+            return None, label, str(exc)
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    for _, _, error in items:
+        if error is not None:
+            raise DataError(error)
+    return torch.stack([i[0] for i in items]), torch.tensor([i[1] for i in items])
+
+
+def read_image(path: Path, volume: Volume) -> torch.Tensor:
+    """One image file as a uint8 (C, H, W) tensor of `volume`'s size and channels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if volume.depth == 1 else "RGB")
+            if img.size != (volume.width, volume.height):
+                img = img.resize((volume.width, volume.height), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    samples = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append((path, label))
+    return samples
+
+
+def check_images(samples: list[tuple[Path, int]]) -> None:
+    """Open every image before training, so a damaged file is named up front rather
+    than stopping a run half-way."""
+    from PIL import Image
+
+    for path, _ in samples:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except Exception as exc:  # PIL raises many types for damaged files
+            raise DataError(f"cannot read image {path}: {exc}") from None
+
+
+def _load_folder(data: DataConfig, volume: Volume, seed: int, splits: tuple[str, ...]) -> Dataset:
+    root = Path(data.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root {root} is not a directory of class folders")
+    train_root = root / "train" if (root / "train").is_dir() else root
+    classes = _class_folders(train_root)
+    if train_root == root:
+        classes = [c for c in classes if c not in ("test", "val")]
+    if len(classes) < 2:
+        raise DataError(
+            f"{train_root} has {len(classes)} class folder(s); a folder dataset needs one "
+            "sub-folder per class (root/train/<class>/*.png)"
+        )
+    samples = _scan(train_root, classes)
+    if not samples:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {train_root}")
+    if (root / "test").is_dir():
+        test_classes = _class_folders(root / "test")
+        if set(test_classes) - set(classes):
+            raise DataError(
+                f"{root / 'test'} has classes that train does not: "
+                f"{', '.join(sorted(set(test_classes) - set(classes)))}"
+            )
+        test_samples = _scan(root / "test", classes)
+        train_samples = samples
+    else:
+        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed + 1))
+        n_test = round(len(samples) * data.test_split)
+        test_samples = [samples[i] for i in sorted(order[:n_test].tolist())]
+        train_samples = [samples[i] for i in sorted(order[n_test:].tolist())]
+    if data.limit_train:
+        train_samples = train_samples[: data.limit_train]
+    if data.limit_test:
+        test_samples = test_samples[: data.limit_test]
+    check_images(train_samples + test_samples)
+    train = FolderSplit(train_samples, volume, data.workers)
+    val = None
+    if data.val_split > 0:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        n_val = round(len(train) * data.val_split)
+        val = train.subset(sorted(order[:n_val].tolist()))
+        train = train.subset(sorted(order[n_val:].tolist()))
+    mean, std = _normalisation(data, dataset_info("folder"), volume)
+    return Dataset("folder", train, val, FolderSplit(test_samples, volume, data.workers),
+                   tuple(classes), mean, std, volume, str(root))
