@@ -26,6 +26,7 @@ from torch import nn
 
 from cnnzoo import runs
 from cnnzoo.build import Network, build_model
+from cnnzoo.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.checkpoint import load_into, load_state, save_state, save_weights
 from cnnzoo.config import ExperimentConfig, SchedulerConfig, TrainConfig, load_config, to_plain
 from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
@@ -299,6 +300,7 @@ def fit(
     resume: Path | None = None,
     show_progress: bool = True,
     stop_after_steps: int | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> TrainResult:
     """Train `config` into a run directory (or continue the run in `resume`).
 
@@ -431,6 +433,8 @@ def fit(
                        out / runs.STATE)
         dist.barrier()
 
+    callbacks = default_callbacks() if callbacks is None else callbacks
+    context = RunContext(out, config, plan, data.classes)
     stopper = _SignalStop()
     history: list[dict[str, Any]] = []
     with stopper:
@@ -517,6 +521,8 @@ def fit(
             history.extend(row)
             if dist.is_main:
                 metrics_log.append(row)
+                for callback in callbacks:
+                    callback.on_epoch_end(context, epoch, row, model)
             progress.end_epoch(_epoch_line(epoch, train_cfg.epochs, row))
             position.train_seconds += position.seconds
             position = Position(epoch=epoch + 1, step=position.step,
@@ -561,6 +567,8 @@ def fit(
                              "loss": f"{test.loss:.6f}", "accuracy": f"{test.accuracy:.6f}",
                              "lr": "", "seconds": f"{test_seconds:.3f}",
                              "images_per_s": f"{test.samples / max(test_seconds, 1e-9):.1f}"}])
+        for callback in callbacks:
+            callback.on_train_end(context, results, test, model)
         runs.write_json(out / runs.RESULTS, results)
         progress.line(
             f"test accuracy {test.accuracy:.2%}, loss {test.loss:.4f} on {test.samples:,} images; "
