@@ -1,8 +1,20 @@
 """Every layer type of the model language; importing this package registers them."""
 
-from cnnzoo.layers import basic, blocks, conv, dense, pool
+from cnnzoo.layers import basic, blocks, conv, dense, local, pool
 from cnnzoo.layers.blocks import Residual
 from cnnzoo.layers.conv import Conv2d
 from cnnzoo.layers.dense import Linear
+from cnnzoo.layers.local import LocallyConnected2d
 
-__all__ = ["Conv2d", "Linear", "Residual", "basic", "blocks", "conv", "dense", "pool"]
+__all__ = [
+    "Conv2d",
+    "Linear",
+    "LocallyConnected2d",
+    "Residual",
+    "basic",
+    "blocks",
+    "conv",
+    "dense",
+    "local",
+    "pool",
+]

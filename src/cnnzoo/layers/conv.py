@@ -11,6 +11,8 @@ from torch import nn
 
 from cnnzoo.errors import did_you_mean
 from cnnzoo.layers.basic import ACTIVATION, activation_spec
+from cnnzoo.layers.fft import MAX_SPECTRUM_VALUES, ConvShape, choose_impl, fft_conv2d
+from cnnzoo.layers.kernels import FIXED_KERNELS, depthwise_weight
 from cnnzoo.layers.padding import PADDING_MODES, max_padding, pad
 from cnnzoo.params import (
     Kind,
@@ -19,6 +21,7 @@ from cnnzoo.params import (
     choice_kind,
     dump_pair,
     int_kind,
+    optional,
     pair_kind,
     param,
 )
@@ -56,6 +59,33 @@ def _padding_kind() -> Kind:
 
 
 PADDING = _padding_kind()
+
+
+def _weights_kind() -> Kind:
+    """A fixed kernel's name, or a list of names (a filter bank), as a tuple of names."""
+    name = choice_kind(FIXED_KERNELS)
+
+    def parse(value: Any, key: str, where: Where) -> tuple[str, ...]:
+        if isinstance(value, list) and value:
+            names = tuple(name.parse(v, key, where) for v in value)
+            if len(set(names)) < len(names):
+                raise where.error(
+                    f"{key} lists a kernel twice. Received: {key}={value!r}", key,
+                    fix="to apply a kernel more than once, raise filters instead",
+                )
+            return names
+        if isinstance(value, list):
+            raise where.error(f"{key} is an empty list", key, fix=f"remove {key} or name a kernel")
+        return (name.parse(value, key, where),)
+
+    def schema() -> dict[str, Any]:
+        return {"oneOf": [name.schema(), {"type": "array", "items": name.schema(), "minItems": 1,
+                                          "uniqueItems": True}]}
+
+    def dump(value: tuple[str, ...]) -> str | list[str]:
+        return value[0] if len(value) == 1 else list(value)
+
+    return Kind("kernel name or list of names", parse, schema, dump)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +133,7 @@ class WindowSpec(LayerSpec):
                     f"least {max(before, after) + (self.padding_mode == 'reflect')} pixels in "
                     f"{axis}, got {inp} (after {planner.after})",
                     "padding",
-                    fix="use less padding or padding_mode: replicate or zeros",
+                    fix="use less padding or padding_mode: symmetric, replicate or zeros",
                 )
         out = conv_output(inp.size, self.kernel, self.stride, padding, self.dilation)
         if min(out) < 1:
@@ -137,43 +167,143 @@ def _pair_text(pair: Pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else format_pair(pair)
 
 
+IMPLS = ("direct", "fft", "auto")
+
+
 @register_layer(
     "conv", primary="filters", doc="2-D convolution: shared filters slid over the volume"
 )
 @dataclass(frozen=True, kw_only=True)
 class ConvSpec(WindowSpec):
     groups: int = param(1, kind=int_kind(1), doc="split input and filters into this many groups")
+    impl: str = param(
+        "direct", kind=choice_kind(IMPLS),
+        doc="direct, fft (a product in the frequency domain) or auto (the faster for this "
+        "shape); same weights and results",
+    )
+    weights: tuple[str, ...] | None = param(
+        None, kind=optional(_weights_kind()),
+        doc="a fixed classic kernel applied to each input channel, or a list of them: "
+        + ", ".join(FIXED_KERNELS),
+    )
+    trainable: bool | None = param(
+        None, kind=optional(bool_kind()),
+        doc="learn the weights; default true, but a fixed kernel (weights) is frozen unless true",
+    )
 
     def check(self, where: Where) -> None:
         if self.filters % self.groups:
             raise where.error(
                 f"filters ({self.filters}) must be a multiple of groups ({self.groups})", "groups"
             )
+        for name in self.weights or ():
+            size = FIXED_KERNELS[name].size
+            if size is not None and self.kernel != size:
+                raise where.error(
+                    f"weights: {name} is a {format_pair(size)} kernel, but kernel is "
+                    f"{format_pair(self.kernel)}. Received: kernel={dump_pair(self.kernel)}",
+                    "kernel",
+                    fix=f"remove kernel or set kernel: {dump_pair(size)} (box_blur, "
+                    "gaussian_blur and identity take any size)",
+                )
+
+    @property
+    def frozen(self) -> bool:
+        """Fixed kernels stay fixed unless asked to learn; anything else learns unless told not."""
+        return self.trainable is False or (self.trainable is None and self.weights is not None)
+
+    @property
+    def weights_text(self) -> str:
+        return "+".join(self.weights or ())
+
+    def _groups(self, inp: Volume, where: Where, planner: Planner) -> int:
+        if self.weights is None:
+            if inp.depth % self.groups:
+                raise where.error(
+                    f"the input depth {inp.depth} (after {planner.after}) is not a multiple of "
+                    f"groups={self.groups}",
+                    "groups",
+                )
+            return self.groups
+        if self.groups not in (1, inp.depth):
+            raise where.error(
+                f"weights: {self.weights_text} is applied to each input channel (groups = input "
+                f"depth {inp.depth}), but groups is {self.groups}",
+                "groups",
+                fix="remove groups",
+            )
+        bank = inp.depth * len(self.weights)
+        if self.filters % bank:
+            per = max(1, self.filters // bank)
+            kernels = "" if len(self.weights) == 1 else f" {len(self.weights)} kernels"
+            raise where.error(
+                f"weights: {self.weights_text} applies{kernels} to each of the {inp.depth} input "
+                f"channels (after {planner.after}), so filters must be a multiple of {bank}. "
+                f"Received: filters={self.filters}",
+                "filters",
+                fix=f"set filters: {bank * per}",
+            )
+        return inp.depth
+
+    def _impl(self, shape: ConvShape, where: Where) -> str:
+        if self.impl == "auto":
+            return choose_impl(shape)
+        if self.impl == "fft" and shape.spectrum_values() > MAX_SPECTRUM_VALUES:
+            fh, fw = shape.fft_grid
+            size = shape.spectrum_values() * 8 / 2**30
+            raise where.error(
+                f"impl: fft transforms each of the {self.filters}x{shape.channels // shape.groups}"
+                f" filter channels to the padded input's {fw}x{fh}, {size:.1f} GiB of spectra "
+                f"(the most fft accepts is {MAX_SPECTRUM_VALUES * 8 / 2**30:g} GiB)",
+                "impl",
+                fix="use impl: direct, or impl: auto (which uses fft only where it fits)",
+            )
+        return self.impl
 
     def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
         padding, (out_h, out_w) = self.window_geometry(inp, where, planner)
-        if inp.depth % self.groups:
-            raise where.error(
-                f"the input depth {inp.depth} (after {planner.after}) is not a multiple of "
-                f"groups={self.groups}",
-                "groups",
-            )
+        groups = self._groups(inp, where, planner)
+        top, bottom, left, right = padding
+        shape = ConvShape(
+            channels=inp.depth,
+            filters=self.filters,
+            groups=groups,
+            padded=(inp.height + top + bottom, inp.width + left + right),
+            kernel=self.kernel,
+            stride=self.stride,
+            dilation=self.dilation,
+        )
+        impl = self._impl(shape, where)
         out = Volume(out_w, out_h, self.filters)
-        fan_in = inp.depth // self.groups * self.kernel[0] * self.kernel[1]
-        bias = self.filters if self.bias else 0
-        groups = f" g{self.groups}" if self.groups > 1 else ""
+        fan_in = inp.depth // groups * self.kernel[0] * self.kernel[1]
+        params = self.filters * fan_in + (self.filters if self.bias else 0)
+        label = f"conv {self.describe(padding)}" + (f" g{groups}" if groups > 1 else "")
+        label += f", {self.filters}"
+        if self.weights is not None:
+            label += f" {self.weights_text}"
+        if self.frozen:
+            label += " frozen"
+        if self.impl != "direct":
+            label += f" {impl}" if self.impl == impl else f" {self.impl}: {impl}"
         return Inferred(
             output=out,
-            label=f"conv {self.describe(padding)}{groups}, {self.filters}",
-            params=self.filters * fan_in + bias,
+            label=label,
+            params=params,
+            # The convolution's multiply-adds whatever computes it: the cost of the
+            # operation, not of one algorithm for it.
             macs=out_w * out_h * self.filters * fan_in,
             window=(_effective(self.kernel, self.dilation), self.stride),
             dense_params=inp.numel * out.numel + (out.numel if self.bias else 0),
-            detail={"padding": padding},
+            detail={
+                "padding": padding,
+                "groups": groups,
+                "impl": impl,
+                "frozen_params": params if self.frozen else 0,
+            },
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
-        return Conv2d(
+        conv = Conv2d(
             plan.input.depth,
             self.filters,
             kernel_size=self.kernel,
@@ -181,9 +311,20 @@ class ConvSpec(WindowSpec):
             padding=plan.detail["padding"],
             padding_mode=self.padding_mode,
             dilation=self.dilation,
-            groups=self.groups,
+            groups=plan.detail["groups"],
             bias=self.bias,
+            impl=plan.detail["impl"],
         )
+        if self.weights is not None:
+            with torch.no_grad():
+                conv.weight.copy_(
+                    depthwise_weight(self.weights, self.kernel, plan.input.depth, self.filters)
+                )
+                if conv.bias is not None:
+                    conv.bias.zero_()
+        if self.frozen:
+            conv.requires_grad_(False)
+        return conv
 
 
 def _effective(kernel: Pair, dilation: Pair) -> Pair:
@@ -191,11 +332,13 @@ def _effective(kernel: Pair, dilation: Pair) -> Pair:
 
 
 class Conv2d(nn.Conv2d):
-    """`nn.Conv2d` that takes padding as (top, bottom, left, right) in any mode.
+    """`nn.Conv2d` that takes padding as (top, bottom, left, right) in any mode, and
+    computes the convolution directly or, with `impl="fft"`, through FFTs.
 
-    Symmetric zero padding is left to the convolution itself (fastest); anything
-    else (TensorFlow-style 'same' with an even kernel, mirror modes) is padded first.
-    The parameters and state_dict keys are those of `nn.Conv2d`.
+    Symmetric zero padding is left to the direct convolution itself (fastest);
+    anything else (TensorFlow-style 'same' with an even kernel, mirror modes, FFT)
+    is padded first. The parameters and state_dict keys are those of `nn.Conv2d`
+    whatever the impl, so weights move freely between the two.
     """
 
     def __init__(
@@ -209,9 +352,12 @@ class Conv2d(nn.Conv2d):
         dilation: Pair = (1, 1),
         groups: int = 1,
         bias: bool = True,
+        impl: str = "direct",
     ) -> None:
+        if impl not in ("direct", "fft"):
+            raise ValueError(f"impl must be direct or fft, got {impl!r}")
         top, bottom, left, right = padding
-        native = padding_mode == "zeros" and top == bottom and left == right
+        native = impl == "direct" and padding_mode == "zeros" and top == bottom and left == right
         super().__init__(
             in_channels,
             out_channels,
@@ -224,14 +370,19 @@ class Conv2d(nn.Conv2d):
         )
         self.explicit_padding: Padding4 | None = None if native else padding
         self.explicit_mode = padding_mode
+        self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.explicit_padding is not None:
             x = pad(x, self.explicit_padding, self.explicit_mode)
+        if self.impl == "fft":
+            return fft_conv2d(x, self.weight, self.bias, self.stride, self.dilation, self.groups)
         return self._conv_forward(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
         if self.explicit_padding is not None:
             text += f", pad={self.explicit_padding} {self.explicit_mode}"
+        if self.impl != "direct":
+            text += f", impl={self.impl}"
         return text

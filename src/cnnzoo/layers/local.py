@@ -1,0 +1,181 @@
+"""The locally-connected layer: a convolution's windows without its weight sharing.
+
+Each output position looks at the same small window a convolution would, but has
+filters of its own. That keeps local connectivity and drops parameter sharing:
+useful when the input is aligned and different places need different detectors
+(centred faces, as in DeepFace), at the price of one filter bank per position.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnzoo.layers.conv import WindowSpec, _effective
+from cnnzoo.layers.padding import pad
+from cnnzoo.params import Where, bool_kind, param
+from cnnzoo.plan import LayerPlan, Planner
+from cnnzoo.registry import Inferred, register_layer
+from cnnzoo.shapes import Padding4, Pair, Volume, conv_output, resolve_padding
+
+
+@register_layer(
+    "local", primary="filters",
+    doc="locally connected: conv's windows, but every output position has its own filters",
+)
+@dataclass(frozen=True, kw_only=True)
+class LocalSpec(WindowSpec):
+    bias: bool = param(True, kind=bool_kind(), doc="add a learned bias per filter and position")
+
+    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+        padding, (out_h, out_w) = self.window_geometry(inp, where, planner)
+        out = Volume(out_w, out_h, self.filters)
+        positions = out_h * out_w
+        fan_in = inp.depth * self.kernel[0] * self.kernel[1]
+        return Inferred(
+            output=out,
+            label=f"local {self.describe(padding)}, {self.filters}",
+            params=positions * self.filters * fan_in + (out.numel if self.bias else 0),
+            macs=positions * self.filters * fan_in,
+            window=(_effective(self.kernel, self.dilation), self.stride),
+            dense_params=inp.numel * out.numel + (out.numel if self.bias else 0),
+            detail={"padding": padding},
+        )
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        return LocallyConnected2d(
+            plan.input.depth,
+            self.filters,
+            input_size=plan.input.size,
+            kernel_size=self.kernel,
+            stride=self.stride,
+            padding=plan.detail["padding"],
+            padding_mode=self.padding_mode,
+            dilation=self.dilation,
+            bias=self.bias,
+        )
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity forward; makes the incoming gradient contiguous.
+
+    The gradient of y (L, B, O) arrives as a permuted view of the (B, O, H, W) output's
+    gradient, with positions innermost; bmm then copies it one matrix at a time.
+    One copy up front is several times faster.
+    """
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def _contiguous_grad(x: torch.Tensor) -> torch.Tensor:
+    return _ContiguousGrad.apply(x)
+
+
+def _pair(value: int | Pair) -> Pair:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+class LocallyConnected2d(nn.Module):
+    """A 2-D locally-connected layer (unshared convolution) for inputs of one size.
+
+    `weight` is (out_h, out_w, out_channels, in_channels, kh, kw): the filters of
+    every output position; `bias` is (out_channels, out_h, out_w). `padding` is an
+    int, an (h, w) pair, (top, bottom, left, right), "same" or "valid", in any of
+    the padding modes of `conv`. With every position's weights equal to a conv's
+    weights (and its bias broadcast), the output is that conv's output.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        input_size: int | Pair,
+        kernel_size: int | Pair,
+        stride: int | Pair = 1,
+        padding: int | Pair | Padding4 | str = 0,
+        padding_mode: str = "zeros",
+        dilation: int | Pair = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.input_size = _pair(input_size)
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.dilation = _pair(dilation)
+        if isinstance(padding, tuple) and len(padding) == 4:
+            self.padding: Padding4 = padding
+        else:
+            self.padding = resolve_padding(
+                padding, self.input_size, self.kernel_size, self.stride, self.dilation
+            )
+        self.padding_mode = padding_mode
+        self.output_size = conv_output(
+            self.input_size, self.kernel_size, self.stride, self.padding, self.dilation
+        )
+        if min(self.output_size) < 1:
+            raise ValueError(
+                f"kernel {self.kernel_size} does not fit the input {self.input_size} "
+                f"padded by {self.padding}"
+            )
+        out_h, out_w = self.output_size
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(out_h, out_w, out_channels, in_channels, kh, kw))
+        self.bias = nn.Parameter(torch.empty(out_channels, out_h, out_w)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d's default initialisation, position by position.
+        bound = 1 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-3:]) != (self.in_channels, *self.input_size):
+            raise ValueError(
+                f"LocallyConnected2d was made for inputs of {self.in_channels}x"
+                f"{self.input_size[0]}x{self.input_size[1]} (C x H x W), got {tuple(x.shape)}"
+            )
+        x = pad(x, self.padding, self.padding_mode)
+        batch = x.shape[0]
+        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
+        out_h, out_w = self.output_size
+        # (B, C, out_h, out_w, kh, kw): every window as a view, dilated taps picked out
+        windows = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+        windows = windows[..., ::dh, ::dw]
+        # (L, B, C*kh*kw), L = out_h * out_w positions: one copy, in the layout bmm wants
+        cols = windows.permute(2, 3, 0, 1, 4, 5).reshape(out_h * out_w, batch, -1)
+        weight = self.weight.reshape(out_h * out_w, self.out_channels, -1)  # (L, O, C*kh*kw)
+        # One matrix product per position: (L, B, K) @ (L, K, O) -> (L, B, O).
+        y = _contiguous_grad(torch.bmm(cols, weight.transpose(1, 2)))
+        y = y.permute(1, 2, 0).reshape(batch, self.out_channels, out_h, out_w)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}"
+        )
+        if any(self.padding):
+            text += f", padding={self.padding}"
+            if self.padding_mode != "zeros":
+                text += f" {self.padding_mode}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
