@@ -86,3 +86,17 @@ def write_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fish"), 
             for i, img in enumerate(images):
                 Image.fromarray(img).save(folder / f"{i:03d}.png")
     return root
+
+
+def pixel_bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming `width` x `height` grey pixels, with no pixel data:
+    a few dozen bytes that would decode to gigabytes (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

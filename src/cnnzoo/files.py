@@ -23,8 +23,14 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     if path.is_dir():
         raise CnnzooError(f"{path} is a directory; give a file name")
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise CnnzooError(f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would,
+        # or keep the mode of the file it replaces.
+        os.fchmod(fd, _target_mode(path))
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -37,6 +43,15 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
             raise CnnzooError(f"cannot write {path}: {exc.strerror}") from exc
         raise
     _fsync_dir(directory)
+
+
+def _target_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -120,6 +120,11 @@ def parse_layer(item: Any, index: int, parent: Where) -> LayerSpec:
     if isinstance(item, str):
         name, params = item, None
     elif isinstance(item, Mapping):
+        if not item:
+            raise at.error(
+                "a layer is one key (its type), got an empty mapping {}",
+                fix="write e.g. '- relu' or '- conv: {filters: 16}'",
+            )
         if len(item) != 1:
             keys = list(item)
             first = keys[0]

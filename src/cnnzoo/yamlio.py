@@ -19,7 +19,12 @@ from cnnzoo.errors import ConfigError
 MAX_BYTES = 1 << 20  # 1 MiB: far above any real experiment file
 MAX_ALIASES = 100
 MAX_DEPTH = 50
+MAX_NODES = 10_000  # values written in the file; the largest bundled config has 241
 MAX_VALUES = 100_000  # after alias expansion; stops a bomb made of few aliases
+
+# The structure is checked with libyaml's parser where PyYAML has it: it reads a
+# megabyte in a fraction of a second, where the pure-Python parser takes many.
+_SCAN_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
@@ -62,11 +67,20 @@ def read_config_text(path: str | Path) -> str:
             source=str(path),
         )
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("not a UTF-8 text file", source=str(path)) from None
+        # At most one byte past the limit: a pipe or a device (/dev/zero) has no size
+        # to check beforehand and may never end.
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(
+            f"file is over the {MAX_BYTES:,}-byte limit for a config", source=str(path)
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("not a UTF-8 text file", source=str(path)) from None
 
 
 def load_yaml(text: str, source: str = "<string>") -> YamlDocument:
@@ -105,9 +119,26 @@ def load_yaml(text: str, source: str = "<string>") -> YamlDocument:
 
 
 def _check_structure(text: str, source: str) -> None:
-    """Count aliases and nesting from the event stream, before anything is built."""
-    aliases = depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    """Count values, aliases and nesting from the event stream, before anything is built."""
+    try:
+        _scan(text, source, _SCAN_LOADER)
+    except (yaml.YAMLError, UnicodeError):
+        # Scan again with the loader's own parser, so that the error is reported the
+        # same way with or without libyaml; it stops at the same place, or at a limit.
+        _scan(text, source, yaml.SafeLoader)
+
+
+def _scan(text: str, source: str, loader: type) -> None:
+    aliases = depth = nodes = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise ConfigError(
+                    f"more than {MAX_NODES:,} values; refused as too large for a config",
+                    source=source,
+                    line=event.start_mark.line + 1,
+                )
         if isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_ALIASES:
@@ -136,6 +167,7 @@ class _Converter:
         self.source = source
         self.lines = lines
         self.count = 0
+        self.open: set[int] = set()  # ids of the collections being converted, root to here
 
     def error(self, what: str, node: yaml.Node, fix: str | None = None) -> ConfigError:
         what = what.replace("tag:yaml.org,2002:", "!!")
@@ -157,16 +189,33 @@ class _Converter:
                     node,
                     _PLAIN,
                 )
-            return self.loader.construct_object(node, deep=True)
+            try:
+                return self.loader.construct_object(node, deep=True)
+            except ValueError:  # Python refuses to convert integers of over 4300 digits
+                raise self.error(
+                    f"the value {node.value[:20]}... ({len(node.value):,} characters) cannot "
+                    "be read as a number",
+                    node,
+                ) from None
+        if not isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            raise self.error(f"unsupported YAML node {type(node).__name__}", node)
+        if id(node) in self.open:
+            raise self.error("an alias (*name) inside the collection its anchor names; "
+                             "refused, it would never end", node)
+        self.open.add(id(node))
+        try:
+            return self.convert_collection(node, path)
+        finally:
+            self.open.discard(id(node))
+
+    def convert_collection(self, node: yaml.CollectionNode, path: Path_) -> Any:
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ_TAG:
                 raise self.error(f"the tag {node.tag} is not allowed", node, _PLAIN)
             return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP_TAG:
-                raise self.error(f"the tag {node.tag} is not allowed", node, _PLAIN)
-            return self.convert_mapping(node, path)
-        raise self.error(f"unsupported YAML node {type(node).__name__}", node)
+        if node.tag != _MAP_TAG:
+            raise self.error(f"the tag {node.tag} is not allowed", node, _PLAIN)
+        return self.convert_mapping(node, path)
 
     def convert_mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         result: dict[str, Any] = {}

@@ -7,6 +7,7 @@ read-only copy a distribution package installs, without unpacking anywhere.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -39,15 +40,14 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: IDX header is truncated")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    count = math.prod(shape)  # exact: np.prod wraps around on a damaged header's sizes
+    expected = count * dtype.itemsize
     if len(data) - header < expected:
         raise DataError(
             f"{path} is truncated: the header promises {shape} ({expected:,} bytes of data) "
             f"but the file holds {len(data) - header:,}; delete it and fetch it again"
         )
-    return np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=header).reshape(
-        shape
-    )
+    return np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(shape)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -378,7 +378,7 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 def read_image(path: Path, volume: Volume) -> torch.Tensor:
     """One image file as a uint8 (C, H, W) tensor of `volume`'s size and channels."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
@@ -386,7 +386,7 @@ def read_image(path: Path, volume: Volume) -> torch.Tensor:
             if img.size != (volume.width, volume.height):
                 img = img.resize((volume.width, volume.height), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except Exception as exc:  # PIL raises many types for damaged files and pixel bombs
         raise DataError(f"cannot read image {path}: {exc}") from None
     if array.ndim == 2:
         array = array[:, :, None]

@@ -170,6 +170,16 @@ def _labels(labels: np.ndarray, info: DatasetInfo, path: Path) -> torch.Tensor:
     return out
 
 
+def _check_memo(raw: bytes) -> None:
+    """Walk the opcodes first: a damaged memo index makes the unpickler grow (and zero)
+    a table of that many entries, gigabytes, before it notices anything wrong."""
+    import pickletools
+
+    for opcode, arg, _ in pickletools.genops(raw):
+        if opcode.name.endswith("PUT") and isinstance(arg, int) and arg > len(raw):
+            raise pickle.UnpicklingError(f"memo index {arg:,} in a file of {len(raw):,} bytes")
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays, lists, dicts and strings, nothing that can run code."""
 
@@ -191,9 +201,10 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _unpickle(path: Path) -> dict:
     try:
-        with open(path, "rb") as handle:
-            data = _ArrayUnpickler(handle, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        raw = path.read_bytes()
+        _check_memo(raw)
+        data = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as exc:  # a damaged pickle can raise almost anything
         raise DataError(f"cannot read {path}: {exc}; delete it and fetch it again") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} is not a CIFAR batch (a dict of data and labels)")
