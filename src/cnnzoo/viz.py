@@ -1,0 +1,146 @@
+"""What a network holds, as arrays for pictures: its first layer's filters, and the
+activation volume of every conv, local and pool layer for one image (`cnnzoo viz`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnzoo import pictures
+from cnnzoo.build import Network
+from cnnzoo.errors import CnnzooError
+from cnnzoo.plan import LayerPlan
+
+# Layers whose output is a volume worth seeing slice by slice: the layers that slide
+# a window over W x H. Activations, batchnorm and dropout keep their input's volume.
+VOLUME_LAYER_TYPES = frozenset({"conv", "local", "pool"})
+
+
+def _child_modules(module: nn.Module) -> list[nn.Module]:
+    """The modules of a nested stack, in the order of the plan's children: a
+    Sequential's items, or those of each Sequential inside (residual: body, shortcut)."""
+    if isinstance(module, nn.Sequential):
+        return list(module)
+    return [item for child in module.children() if isinstance(child, nn.Sequential)
+            for item in child]
+
+
+def layer_modules(model: Network) -> list[tuple[LayerPlan, nn.Module]]:
+    """Every layer of the plan, nested ones included, with the module that computes it."""
+    pairs: list[tuple[LayerPlan, nn.Module]] = []
+
+    def visit(plans: tuple[LayerPlan, ...], modules: list[nn.Module]) -> None:
+        for plan, module in zip(plans, modules, strict=False):
+            pairs.append((plan, module))
+            children = _child_modules(module) if plan.children else []
+            if len(children) == len(plan.children):
+                visit(plan.children, children)
+
+    visit(model.plan.layers, list(model.layers))
+    return pairs
+
+
+def first_layer_filters(model: Network) -> tuple[LayerPlan, np.ndarray] | None:
+    """The first weighted layer's filters as (F, C, kh, kw): a conv's kernels, a local
+    layer's at its centre position, or the rows of an fc that sees the input image,
+    each reshaped to the image. None when the first weighted layer is none of these
+    (nothing there looks like an image)."""
+    for plan, module in layer_modules(model):
+        if plan.children:
+            continue
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+            continue  # no weights, or batchnorm's per-channel scale
+        values = weight.detach().float().cpu()
+        if values.dim() == 4:
+            return plan, values.numpy()
+        if values.dim() == 6:
+            # A locally-connected layer: (out_h, out_w, F, C, kh, kw), a filter bank per
+            # output position; the centre position's bank stands for them.
+            return plan, values[values.shape[0] // 2, values.shape[1] // 2].numpy()
+        volume = plan.input
+        if values.dim() == 2 and not volume.flat and values.shape[1] == volume.numel:
+            return plan, values.view(-1, volume.depth, volume.height, volume.width).numpy()
+        return None
+    return None
+
+
+@torch.no_grad()
+def activation_volumes(model: Network,
+                       x: torch.Tensor) -> list[tuple[LayerPlan, pictures.Volume3d]]:
+    """The output of every conv, local and pool layer for one normalised image
+    `x` (1, C, H, W), in the order of the summary's rows."""
+    chosen = [(plan, module) for plan, module in layer_modules(model)
+              if plan.type_name in VOLUME_LAYER_TYPES and not plan.output.flat]
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for plan, module in chosen:
+        def keep(mod: nn.Module, inp: object, out: torch.Tensor, index: str = plan.index) -> None:
+            outputs[index] = out.detach()
+
+        handles.append(module.register_forward_hook(keep))
+    try:
+        was_training = model.training
+        model.eval()
+        model(x)
+        model.train(was_training)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [
+        (plan, pictures.Volume3d(f"{plan.index} {plan.label}\n{plan.output}",
+                                 outputs[plan.index][0].float().cpu().numpy()))
+        for plan, _ in chosen if plan.index in outputs
+    ]
+
+
+def default_output(run_dir: Path, image: Path) -> Path:
+    return Path(run_dir) / f"activations-{Path(image).stem}.png"
+
+
+def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
+                  device: str = "auto") -> list[Path]:
+    """Draw the activation volumes of a trained run for one image file, preprocessed
+    as in training. `out` is a .png (one picture, a panel per layer) or a directory
+    (one picture per layer); default: RUN_DIR/activations-IMAGE.png."""
+    from cnnzoo import runs
+    from cnnzoo.data.pipeline import read_image
+    from cnnzoo.shapes import Volume
+    from cnnzoo.train import load_run_model, resolve_device, run_transform
+
+    run = runs.open_run(run_dir)
+    if not Path(image).is_file():
+        raise CnnzooError(f"no image file {image}")
+    out = default_output(run.path, image) if out is None else Path(out)
+    as_file = out.suffix.lower() == ".png"
+    if not as_file and out.suffix and not out.is_dir():
+        raise CnnzooError(f"--out {out}: give a .png file or a directory")
+    if as_file and out.is_dir():
+        raise CnnzooError(f"--out {out} is a directory; give a .png file name or the directory "
+                          "without the .png suffix")
+    torch_device = resolve_device(device)
+    model = load_run_model(run, torch_device)
+    volume = Volume(*run.info["input"])
+    pixels = read_image(Path(image), volume)  # uint8 (C, H, W), as training saw them
+    x = run_transform(run, torch_device).normalize(pixels.unsqueeze(0).to(torch_device))
+    volumes = activation_volumes(model, x)
+    if not volumes:
+        raise CnnzooError(f"{run.path}: the network {run.config.name} has no conv, local or pool "
+                          "layer whose activation volume could be drawn")
+    title = f"{run.config.name}: activation volumes for {Path(image).name}"
+    raw = pixels.numpy()
+    if as_file:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure = pictures.activations_figure(raw, [v for _, v in volumes], title)
+        return [pictures.save_png(figure, out)]
+    out.mkdir(parents=True, exist_ok=True)
+    written = [pictures.save_png(pictures.image_figure(raw, f"input {volume}"),
+                                 out / "00-input.png")]
+    for position, (plan, item) in enumerate(volumes, start=1):
+        name = f"{position:02d}-{plan.type_name}-{plan.index}.png"
+        written.append(pictures.save_png(pictures.volume_figure(item), out / name))
+    return written
