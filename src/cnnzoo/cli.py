@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cnnzoo.errors import CnnzooError
+
+if TYPE_CHECKING:
+    from cnnzoo.config import ExperimentConfig
 
 app = typer.Typer(
     name="cnnzoo",
@@ -122,6 +125,12 @@ def train(
         Path | None, typer.Option("--resume", help="continue the run in this directory")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option("--nproc", min=1, help="train in N processes on this machine, one per GPU "
+                     "or sharing the CPU cores (starts torchrun; batch_size stays the global "
+                     "batch)"),
+    ] = None,
 ) -> None:
     """Train a network on its dataset and save the run (weights, metrics, results)."""
     from cnnzoo.config import load_config
@@ -141,7 +150,48 @@ def train(
         raise CnnzooError("give --config FILE (or a bundled name) or --resume RUN_DIR")
     else:
         cfg = load_config(config, overrides or [])
+    if nproc is not None and nproc > 1:
+        code = _launch_processes(nproc, cfg, config, overrides or [], out, data_root, device,
+                                 resume, quiet)
+        if code:
+            raise typer.Exit(code)
+        return
     fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet)
+
+
+def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
+                      overrides: list[str], out: Path | None, data_root: str | None,
+                      device: str | None, resume: Path | None, quiet: bool) -> int:
+    """`cnnzoo train` with the same options in `nproc` processes under torchrun. The run
+    directory is chosen here, so that a restarted worker finds the run it belongs to, and
+    what can be refused is refused here, once, rather than by every process."""
+    from cnnzoo import runs
+    from cnnzoo.distributed import Distributed, check_nproc, launch, worker_rank
+    from cnnzoo.train import resolve_device
+
+    if worker_rank() is not None:
+        raise CnnzooError("--nproc starts torchrun itself; under torchrun leave it out")
+    torch_device = resolve_device(device or cfg.train.device)
+    check_nproc(nproc, torch_device)
+    Distributed(world=nproc).check_sync_batchnorm(cfg, torch_device)
+    args = ["train"]
+    if config is not None:
+        args += ["--config", config]
+    for text in overrides:
+        args += ["--set", text]
+    if resume is not None:
+        args += ["--resume", str(resume)]
+    else:
+        out = out if out is not None else runs.default_run_dir(cfg.name)
+        runs.check_new_run_dir(out)
+        args += ["--out", str(out)]
+    if data_root is not None:
+        args += ["--data-root", data_root]
+    if device is not None:
+        args += ["--device", device]
+    if quiet:
+        args.append("--quiet")
+    return launch(nproc, args)
 
 
 RunDir = Annotated[Path, typer.Argument(help="a run directory made by cnnzoo train")]
@@ -204,17 +254,105 @@ def predict(
         print(f"{item['image']}: {guesses}")
 
 
+@app.command(name="filter")
+def filter_(
+    image: Annotated[Path, typer.Argument(help="a grayscale or RGB image file (png, jpg, ...)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the PNG grid to write")],
+    kernels: Annotated[
+        list[str] | None,
+        typer.Option("--kernel", "-k", help="a fixed kernel: identity, box_blur, gaussian_blur, "
+                     "sharpen, edge, sobel_x, sobel_y, emboss (repeatable)"),
+    ] = None,
+    padding_mode: Annotated[
+        str, typer.Option("--padding-mode", help="zeros, reflect, replicate, circular, symmetric")
+    ] = "reflect",
+    impl: Annotated[str, typer.Option("--impl", help="direct, fft or auto")] = "direct",
+) -> None:
+    """Apply classic kernels (blur, sharpen, edges) to an image through cnnzoo's conv layer;
+    write the original and one panel per kernel as one PNG."""
+    from cnnzoo.filter import write_filter_grid
+
+    grid = write_filter_grid(image, kernels or [], out, padding_mode, impl)
+    count = len(kernels or [])
+    print(f"wrote {out} ({grid.width}x{grid.height}: the original and {count} "
+          f"kernel{'' if count == 1 else 's'})")
+
+
+@app.command()
+def zoo(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The bundled configs (use their names with --config): dataset, input, params,
+    mult-adds and the test accuracy measured by scripts/zoo_results.py."""
+    from cnnzoo.zoo import format_zoo, zoo_entries, zoo_json
+
+    entries = zoo_entries()
+    if as_json:
+        print(json.dumps(zoo_json(entries), indent=2))
+    else:
+        print(format_zoo(entries))
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[
+        list[str],
+        typer.Argument(help="run directories, or quoted patterns such as 'runs/*'"),
+    ],
+    plot: Annotated[
+        Path, typer.Option("--plot", help="where to draw test accuracy against parameters")
+    ] = Path("compare.png"),
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="draw nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Trained runs side by side: params, mult-adds, test accuracy, train time, device;
+    and a PNG of test accuracy against parameters (log scale)."""
+    from cnnzoo.compare import compare_runs, comparison_json, format_comparison, plot_comparison
+
+    rows = compare_runs(run_dirs)
+    drawn = None if no_plot else plot_comparison(rows, plot)
+    if as_json:
+        print(json.dumps({"runs": comparison_json(rows), "plot": str(drawn) if drawn else None},
+                         indent=2))
+        return
+    print(format_comparison(rows))
+    if drawn is not None:
+        print(f"\nplot: {drawn}")
+
+
+@app.command()
+def viz(
+    run_dir: RunDir,
+    image: Annotated[Path, typer.Option("--image", "-i", help="an image file (png, jpg, ...)")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="a .png (one picture) or a directory (one per layer); "
+                     "default RUN_DIR/activations-IMAGE.png"),
+    ] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """The activation volume of every conv, local and pool layer for one image, each a
+    grid of its depth slices (W x H x D as D tiles)."""
+    from cnnzoo.viz import visualize_run
+
+    for path in visualize_run(run_dir, image, out, device):
+        print(path)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code; user errors print one line."""
+    from cnnzoo.distributed import worker_rank
     from cnnzoo.train import Interrupted
 
     try:
         app(args=argv, prog_name="cnnzoo")
     except CnnzooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        rank = worker_rank()
+        print(f"{'' if not rank else f'[rank {rank}] '}error: {exc}", file=sys.stderr)
         return USER_ERROR
     except Interrupted as exc:
-        print(str(exc), file=sys.stderr)
+        if not worker_rank():  # every process stopped at the same step; one says so
+            print(str(exc), file=sys.stderr)
         return exc.exit_code
     except SystemExit as exc:  # how Typer reports --help, usage errors and Exit
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

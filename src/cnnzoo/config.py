@@ -188,6 +188,10 @@ class TrainConfig:
     )
     channels_last: bool = param(False, kind=bool_kind(), doc="NHWC memory layout (faster on GPUs)")
     compile: bool = param(False, kind=bool_kind(), doc="torch.compile the model")
+    sync_batchnorm: bool = param(
+        False, kind=bool_kind(), doc="in several processes (torchrun), batchnorm statistics "
+        "over the global batch (SyncBatchNorm; GPUs only) instead of each process's share"
+    )
     tta: str = param(
         "none", kind=choice_kind(["none", "flip"]),
         doc="test-time augmentation for evaluation: flip averages the logits of the image and "
@@ -344,7 +348,15 @@ def parse_override_key(key: str) -> tuple[str | int, ...]:
     for part in _INDEX.sub(r".\1", key).split("."):
         if not part:
             raise ConfigError(f"bad key '{key}' in --set", fix="write e.g. train.epochs=3")
-        parts.append(int(part) if part.isdigit() else part)
+        if not (part.isascii() and part.isdigit()):  # '²'.isdigit(), but int('²') fails
+            parts.append(part)
+        elif len(part) > 9:  # longer than any list can be, and int() refuses 4,300 digits
+            raise ConfigError(
+                f"bad key in --set: the index {part[:12]}... ({len(part):,} digits) is too "
+                "large", fix="write e.g. model.layers.1.conv.filters=8",
+            )
+        else:
+            parts.append(int(part))
     return tuple(parts)
 
 

@@ -27,10 +27,17 @@ from torch import nn
 from cnnzoo import runs
 from cnnzoo.build import Network, build_model
 from cnnzoo.callbacks import Callback, RunContext, default_callbacks
-from cnnzoo.checkpoint import load_into, load_state, save_state, save_weights
+from cnnzoo.checkpoint import (
+    check_compatible,
+    load_into,
+    load_state,
+    load_weights,
+    save_state,
+    save_weights,
+)
 from cnnzoo.config import ExperimentConfig, SchedulerConfig, TrainConfig, load_config, to_plain
 from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
-from cnnzoo.distributed import Distributed
+from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
 from cnnzoo.plan import last_weighted_layer, plan_experiment
 from cnnzoo.summary import format_summary
@@ -39,13 +46,20 @@ from cnnzoo.summary import format_summary
 class Interrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
 
-    def __init__(self, signum: int, run_dir: Path, epoch: int, step: int) -> None:
+    def __init__(self, signum: int, run_dir: Path, epoch: int, step: int,
+                 processes: int = 1, data_root: str | None = None) -> None:
         self.signum = signum
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
+        how = f"cnnzoo train --resume {run_dir}"
+        if data_root is not None:  # not stored in the run: the data may have moved
+            how += f" --data-root {data_root}"
+        if processes > 1:
+            how = (f"{how} --nproc {processes} (or your torchrun command with "
+                   f"train --resume {run_dir})")
         super().__init__(
             f"{name}: stopped at epoch {epoch + 1}, step {step}; checkpoint written to "
-            f"{run_dir}. Resume with: cnnzoo train --resume {run_dir}"
+            f"{run_dir}. Resume with: {how}"
         )
 
 
@@ -309,8 +323,14 @@ def fit(
     """
     started = time.perf_counter()
     dist = Distributed.from_environment()
-    if resume is None and out is not None and dist.restarted and (out / runs.STATE).exists():
-        resume = out  # torchrun restarted us after a failure: continue the same run
+    restarted_before_checkpoint = False
+    if resume is None and out is not None and dist.continues(out):
+        # torchrun restarted us after a failure: continue the same run from its last
+        # checkpoint, or start it over if it failed before writing one.
+        if (out / runs.STATE).exists():
+            resume = out
+        else:
+            restarted_before_checkpoint = True
     if resume is not None:
         run = runs.open_run(resume)
         if not (resume / runs.STATE).exists():
@@ -323,7 +343,7 @@ def fit(
             )
         out = resume
         config = replace(config, versions=run.config.versions)
-    elif out is not None:
+    elif out is not None and not restarted_before_checkpoint:
         runs.check_new_run_dir(out)
     train_cfg = config.train
     if device is not None:
@@ -331,6 +351,8 @@ def fit(
         config = replace(config, train=train_cfg)
     torch_device = dist.device(resolve_device(train_cfg.device))
     precision = resolve_precision(train_cfg.precision, torch_device)
+    dist.check_sync_batchnorm(config, torch_device)
+    dist.connect(torch_device)
     if config.data.dataset is None:
         raise ConfigError("the experiment has no data.dataset to train on",
                           where="data", path=("data",),
@@ -339,8 +361,9 @@ def fit(
     plan = plan_experiment(config)
     torch.manual_seed(train_cfg.seed)
     model = build_model(plan)
-    data = load_dataset(config.data, plan.input, plan.output.depth, seed=train_cfg.seed,
-                        data_root=data_root)
+    with dist.local_main_first():
+        data = load_dataset(config.data, plan.input, plan.output.depth, seed=train_cfg.seed,
+                            data_root=data_root)
     num_classes = len(data.classes)
     if plan.output.depth != num_classes:
         last = last_weighted_layer(plan)
@@ -355,6 +378,15 @@ def fit(
         raise ConfigError(
             f"batch_size {train_cfg.batch_size} is not divisible by the {dist.world} processes",
             where="train", path=("train", "batch_size"),
+        )
+    if dist.active and len(data.train) < train_cfg.batch_size:
+        # One short batch would not split evenly, and the processes' gradients would be
+        # weighted wrongly.
+        raise ConfigError(
+            f"batch_size {train_cfg.batch_size} is larger than the {len(data.train)} training "
+            f"images, which cannot be split evenly over {dist.world} processes",
+            where="train", path=("train", "batch_size"),
+            fix=f"use a batch_size of at most {len(data.train) // dist.world * dist.world}",
         )
 
     if out is None:
@@ -379,6 +411,7 @@ def fit(
                 "test_samples": len(data.test),
                 "source": data.source,
                 "command": runs.command_line(),
+                JOB_KEY: dist.job,
             })
         dist.barrier()
     else:
@@ -392,6 +425,7 @@ def fit(
     model.to(torch_device)
     if train_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    model = dist.prepare(model, train_cfg.sync_batchnorm)
     optimizer = create_optimizer(model, train_cfg)
     steps_per_epoch = data.train.steps_per_epoch(train_cfg.batch_size)
     total_steps = steps_per_epoch * train_cfg.epochs
@@ -404,6 +438,9 @@ def fit(
     position = Position()
     metrics_log = runs.CsvLog(out / runs.METRICS, runs.METRIC_FIELDS)
     steps_log = runs.CsvLog(out / runs.STEPS, runs.STEP_FIELDS)
+    if restarted_before_checkpoint and dist.is_main:
+        metrics_log.truncate(0)
+        steps_log.truncate(0)
     if resume is not None:
         position = _restore(out, model, optimizer, scheduler, metrics_log, steps_log,
                             torch_device, dist)
@@ -422,14 +459,26 @@ def fit(
         progress.line(
             f"training {config.name} on {data.name} ({len(data.train):,} train, "
             f"{len(data.val) if data.val is not None else 0:,} val, {len(data.test):,} test) "
-            f"on {_device_name(torch_device)}, {precision}; {plan.total_params:,} params; "
-            f"run: {out}"
+            f"on {_device_name(torch_device)}"
+            f"{f' x {dist.world} processes' if dist.active else ''}, {precision}; "
+            f"{plan.total_params:,} params; run: {out}"
         )
+        if resume is not None and position.epoch < train_cfg.epochs:
+            progress.line(f"resuming at epoch {position.epoch + 1}, step {position.batch}")
 
     def checkpoint(pos: Position) -> None:
+        # A finite loss can still come with an update that overflows the weights: those
+        # must not replace the last good checkpoint.
+        bad = _non_finite(model)
+        if bad is not None:
+            raise Diverged(
+                f"the weights became NaN or infinite ({bad}) by global step {pos.step}; the "
+                f"learning rate is likely too high (train.optimizer.lr: {peak:g}). "
+                f"{_kept(out)}"
+            )
         if dist.is_main:
             digest = save_weights(model, out / runs.WEIGHTS, {"name": config.name})
-            save_state(_state(pos, optimizer, scheduler, metrics_log, steps_log, digest),
+            save_state(_state(pos, model, optimizer, scheduler, metrics_log, steps_log, digest),
                        out / runs.STATE)
         dist.barrier()
 
@@ -472,8 +521,7 @@ def fit(
                         f"the loss became {loss_value} at epoch {epoch + 1}, step "
                         f"{position.batch + 1} (global step {position.step + 1}) with lr {lr:.3g}; "
                         f"the learning rate is likely too high (train.optimizer.lr: {peak:g}) "
-                        f"or the data is not normalised. The last good checkpoint in {out} "
-                        "was kept"
+                        f"or the data is not normalised. {_kept(out)}"
                     )
                 if scaler is None:
                     optimizer.step()
@@ -488,8 +536,8 @@ def fit(
                                   "batch": position.batch, "loss": f"{loss_value:.6f}",
                                   "lr": f"{lr:.6g}"})
                 elapsed = position.seconds + time.perf_counter() - tick
-                if progress.tty:
-                    progress.update(loss_value, float(position.correct + dist.sum_int(correct))
+                if progress.tty:  # rank 0 alone: its own share stands for the batch
+                    progress.update(loss_value, float(position.correct + int(correct) * dist.world)
                                     / max(1, position.seen), position.seen / max(elapsed, 1e-9))
                 signum = dist.agree_stop(stopper.signum)
                 if stop_after_steps is not None and position.step >= stop_after_steps:
@@ -501,7 +549,8 @@ def fit(
                         steps_log.append(step_rows)
                     progress.end_epoch(f"interrupted at epoch {epoch + 1}, step {position.batch}")
                     checkpoint(position)
-                    raise Interrupted(signum, out, epoch, position.batch)
+                    raise Interrupted(signum, out, epoch, position.batch, dist.world,
+                                      data_root)
             position.correct += dist.sum_int(correct)
             position.seconds += time.perf_counter() - tick
             if dist.is_main:
@@ -530,7 +579,7 @@ def fit(
             signum = dist.agree_stop(stopper.signum)
             checkpoint(position)
             if signum:
-                raise Interrupted(signum, out, epoch + 1, 0)
+                raise Interrupted(signum, out, epoch + 1, 0, dist.world, data_root)
 
     test_tick = time.perf_counter()
     test = evaluate(model, data.test.eval_batches(train_cfg.eval_batch_size, dist.rank,
@@ -607,7 +656,8 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
     return str(device)
 
 
@@ -618,12 +668,29 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _state(pos: Position, optimizer: torch.optim.Optimizer, scheduler: Any,
+def _non_finite(model: nn.Module) -> str | None:
+    """The name of the first floating-point tensor of `model` holding NaN or inf."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def _kept(out: Path) -> str:
+    if (out / runs.STATE).exists():
+        return f"The last good checkpoint in {out} was kept"
+    return f"No checkpoint had been written to {out} yet"
+
+
+def _state(pos: Position, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
            metrics: runs.CsvLog, steps: runs.CsvLog, digest: str) -> dict[str, Any]:
     return {
-        "format": "cnnzoo-state-1",
         "step": pos.step,
         "position": pos.state(),
+        # The state's own copy of the weights: a crash between writing model.safetensors
+        # and state.pt leaves the two one checkpoint apart, and this copy is the one that
+        # goes with the optimizer, RNG and position.
+        "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": _rng_state(),
@@ -637,11 +704,13 @@ def _restore(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sche
              metrics: runs.CsvLog, steps: runs.CsvLog, device: torch.device,
              dist: Distributed) -> Position:
     state = load_state(out / runs.STATE)
-    meta = load_into(model, out / runs.WEIGHTS)
-    if meta.get("sha256") != state.get("weights_sha256"):
-        raise CheckpointError(
-            f"{out / runs.STATE} and {out / runs.WEIGHTS} are from different checkpoints"
-        )
+    tensors, _ = load_weights(out / runs.WEIGHTS)  # verified, even though the state's are used
+    check_compatible(model, tensors, out / runs.WEIGHTS)
+    saved = state.get("model")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"corrupt checkpoint {out / runs.STATE}: it holds no weights")
+    check_compatible(model, saved, out / runs.STATE)
+    model.load_state_dict(saved)
     model.to(device)
     try:
         optimizer.load_state_dict(state["optimizer"])
