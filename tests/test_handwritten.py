@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnzoo
+from tests.reference_nets import LeNet5, SpeedrunNet
 
 
 class Cs231nSimple(nn.Module):
@@ -35,20 +36,6 @@ class Mlp(nn.Module):
         x = F.relu(self.fc2(x))
         x = F.relu(self.fc3(x))
         return self.fc4(x)
-
-
-class LeNet5(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
-        return self.fc3(F.relu(self.fc2(x)))
 
 
 class BasicBlock(nn.Module):
@@ -88,6 +75,7 @@ CASES = {
     "mlp": (Mlp, (1, 28, 28)),
     "lenet5": (LeNet5, (1, 28, 28)),
     "resnet-small": (ResNetSmall, (1, 28, 28)),
+    "fashion-speedrun": (SpeedrunNet, (1, 28, 28)),
 }
 
 
@@ -103,7 +91,7 @@ def test_same_parameter_count_and_output_shape(name):
     assert model(x).shape == reference(x).shape == (3, 10)
 
 
-@pytest.mark.parametrize("name", ["cs231n-simple", "mlp", "lenet5"])
+@pytest.mark.parametrize("name", ["cs231n-simple", "mlp", "lenet5", "fashion-speedrun"])
 def test_same_outputs_with_copied_weights(name):
     reference_cls, shape = CASES[name]
     reference = reference_cls().eval()
@@ -113,6 +101,8 @@ def test_same_outputs_with_copied_weights(name):
     assert [p.shape for p in ours] == [p.shape for p in theirs]
     with torch.no_grad():
         for a, b in zip(ours, theirs, strict=True):
+            a.copy_(b)
+        for a, b in zip(model.buffers(), reference.buffers(), strict=True):
             a.copy_(b)
     x = torch.randn(4, *shape)
     torch.testing.assert_close(model(x), reference(x))

@@ -186,7 +186,11 @@ class TrainConfig:
         "auto", kind=choice_kind(["auto", "fp32", "bf16", "fp16"]),
         doc="auto: bf16 autocast on GPUs that support it, fp32 otherwise",
     )
-    channels_last: bool = param(False, kind=bool_kind(), doc="NHWC memory layout (faster on GPUs)")
+    channels_last: bool | str = param(
+        "auto", kind=one_of(bool_kind(), choice_kind(["auto"])),
+        doc="NHWC memory layout; auto: on for networks with convolutions on the CPU and on "
+        "CUDA, where it is faster (oneDNN, tensor cores)",
+    )
     compile: bool = param(False, kind=bool_kind(), doc="torch.compile the model")
     sync_batchnorm: bool = param(
         False, kind=bool_kind(), doc="in several processes (torchrun), batchnorm statistics "
