@@ -185,6 +185,9 @@ class Distributed:
 
     def close(self) -> None:
         if self.active and torch_dist.is_initialized():
+            # Leave together: a process that tears down its process group while rank 0
+            # is still writing the results can abort inside gloo.
+            torch_dist.barrier()
             torch_dist.destroy_process_group()
 
     def _reduce_device(self) -> torch.device:
