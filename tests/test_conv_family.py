@@ -96,14 +96,14 @@ def naive_local(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stri
                 mode, dilation) -> np.ndarray:
     """Every output position computed on its own, with its own filters."""
     xp = numpy_pad(x, padding, mode)
-    out_h, out_w, filters, _, kh, kw = weight.shape
+    out_h, out_w, filters, kh, kw, _ = weight.shape
     out = np.zeros((x.shape[0], filters, out_h, out_w))
     for i in range(out_h):
         for j in range(out_w):
             rows = i * stride[0] + dilation[0] * np.arange(kh)
             cols = j * stride[1] + dilation[1] * np.arange(kw)
             window = xp[:, :, rows][:, :, :, cols]  # (B, C, kh, kw)
-            out[:, :, i, j] = np.einsum("bcuv,ocuv->bo", window, weight[i, j])
+            out[:, :, i, j] = np.einsum("bcuv,ouvc->bo", window, weight[i, j])
             if bias is not None:
                 out[:, :, i, j] += bias[:, i, j]
     return out
@@ -135,11 +135,24 @@ def test_local_with_every_position_given_a_convs_weights_is_that_conv(layer):
     conv = layer_of(9, 7, 3, layer.replace("local", "conv"))
     local = layer_of(9, 7, 3, layer)
     with torch.no_grad():
-        local.weight.copy_(conv.weight.expand_as(local.weight))
+        # local's filters are (kh, kw, C), a conv's (C, kh, kw)
+        local.weight.copy_(conv.weight.permute(0, 2, 3, 1).expand_as(local.weight))
         if local.bias is not None:
             local.bias.copy_(conv.bias.view(-1, 1, 1).expand_as(local.bias))
     x = torch.randn(2, 3, 7, 9)
     torch.testing.assert_close(local(x), conv(x))
+
+
+@pytest.mark.parametrize("layer", LOCAL_CASES)
+def test_local_gradients_match_finite_differences(layer):
+    local = layer_of(9, 7, 3, layer).double()
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+
+    def f(x, weight):
+        return torch.func.functional_call(local, {"weight": weight}, (x,))
+
+    weight = local.weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (x, weight), eps=1e-6, atol=1e-6)
 
 
 def test_local_summary_counts_its_params_and_the_flop_counters_mult_adds():

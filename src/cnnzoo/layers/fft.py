@@ -132,9 +132,10 @@ class ConvShape:
 
 
 # Seconds per unit of work, fitted by `scripts/bench_conv.py --fit` on a 2-core x86
-# CPU (fp32, batch 8, forward); the terms are those of `direct_terms` and `fft_terms`.
-DIRECT_COST = (1.4e-11, 4.8e-10)
-FFT_COST = (2.1e-10, 1.6e-9)
+# CPU with both threads (fp32, batch 8, forward; median relative error 13% for direct,
+# 9% for FFT); the terms are those of `direct_terms` and `fft_terms`.
+DIRECT_COST = (5.9e-12, 3.9e-10)
+FFT_COST = (8.2e-11, 7e-10)
 COST_BATCH = 8  # the filters' transforms are shared by a batch of this many images
 
 

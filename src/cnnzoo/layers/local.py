@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,25 +61,51 @@ class LocalSpec(WindowSpec):
         )
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity forward; makes the incoming gradient contiguous.
+class _LocalProduct(torch.autograd.Function):
+    """y[p, b, o] = sum over taps (i, j) and channels c of x[b, window(p) + (i, j), c]
+    * w[p, o, i, j, c], for every output position p at once.
 
-    The gradient of y (L, B, O) arrives as a permuted view of the (B, O, H, W) output's
-    gradient, with positions innermost; bmm then copies it one matrix at a time.
-    One copy up front is several times faster.
+    The input is made channels-last first, so that a window's taps along a row are
+    one contiguous run of kw * C values: gathering the windows (im2col) then copies
+    runs instead of single values. The gradient of the input scatters each tap back
+    with one strided add per tap. Both are several times faster than autograd
+    through `Tensor.unfold`.
     """
 
     @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, geometry: tuple) -> torch.Tensor:
+        (out_h, out_w), (kh, kw), (sh, sw), (dh, dw) = geometry
+        xs = x.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, C)
+        batch, hp, wp, channels = xs.shape
+        windows = xs.as_strided(
+            (out_h, out_w, batch, kh, kw, channels),
+            (sh * wp * channels, sw * channels, hp * wp * channels, dh * wp * channels,
+             dw * channels, 1),
+            xs.storage_offset(),
+        )
+        cols = windows.reshape(out_h * out_w, batch, kh * kw * channels)  # (L, B, K)
+        ctx.save_for_backward(cols, weight)
+        ctx.geometry, ctx.padded_shape = geometry, xs.shape
+        return torch.bmm(cols, weight.transpose(1, 2))  # (L, B, O)
 
     @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
-
-
-def _contiguous_grad(x: torch.Tensor) -> torch.Tensor:
-    return _ContiguousGrad.apply(x)
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        cols, weight = ctx.saved_tensors
+        (out_h, out_w), (kh, kw), (sh, sw), (dh, dw) = ctx.geometry
+        grad = grad.contiguous()
+        grad_weight = torch.bmm(grad.transpose(1, 2), cols) if ctx.needs_input_grad[1] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            batch, channels = ctx.padded_shape[0], ctx.padded_shape[3]
+            grad_cols = torch.bmm(grad, weight).view(out_h, out_w, batch, kh, kw, channels)
+            grad_xs = grad.new_zeros(ctx.padded_shape)
+            for i in range(kh):
+                for j in range(kw):
+                    rows = slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh)
+                    cols_ = slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw)
+                    grad_xs[:, rows, cols_, :] += grad_cols[:, :, :, i, j, :].permute(2, 0, 1, 3)
+            grad_x = grad_xs.permute(0, 3, 1, 2)
+        return grad_x, grad_weight, None
 
 
 def _pair(value: int | Pair) -> Pair:
@@ -88,7 +115,7 @@ def _pair(value: int | Pair) -> Pair:
 class LocallyConnected2d(nn.Module):
     """A 2-D locally-connected layer (unshared convolution) for inputs of one size.
 
-    `weight` is (out_h, out_w, out_channels, in_channels, kh, kw): the filters of
+    `weight` is (out_h, out_w, out_channels, kh, kw, in_channels): the filters of
     every output position; `bias` is (out_channels, out_h, out_w). `padding` is an
     int, an (h, w) pair, (top, bottom, left, right), "same" or "valid", in any of
     the padding modes of `conv`. With every position's weights equal to a conv's
@@ -131,7 +158,8 @@ class LocallyConnected2d(nn.Module):
             )
         out_h, out_w = self.output_size
         kh, kw = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(out_h, out_w, out_channels, in_channels, kh, kw))
+        # Channels innermost, the order in which forward gathers each window.
+        self.weight = nn.Parameter(torch.empty(out_h, out_w, out_channels, kh, kw, in_channels))
         self.bias = nn.Parameter(torch.empty(out_channels, out_h, out_w)) if bias else None
         self.reset_parameters()
 
@@ -149,18 +177,11 @@ class LocallyConnected2d(nn.Module):
                 f"{self.input_size[0]}x{self.input_size[1]} (C x H x W), got {tuple(x.shape)}"
             )
         x = pad(x, self.padding, self.padding_mode)
-        batch = x.shape[0]
-        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
         out_h, out_w = self.output_size
-        # (B, C, out_h, out_w, kh, kw): every window as a view, dilated taps picked out
-        windows = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
-        windows = windows[..., ::dh, ::dw]
-        # (L, B, C*kh*kw), L = out_h * out_w positions: one copy, in the layout bmm wants
-        cols = windows.permute(2, 3, 0, 1, 4, 5).reshape(out_h * out_w, batch, -1)
-        weight = self.weight.reshape(out_h * out_w, self.out_channels, -1)  # (L, O, C*kh*kw)
-        # One matrix product per position: (L, B, K) @ (L, K, O) -> (L, B, O).
-        y = _contiguous_grad(torch.bmm(cols, weight.transpose(1, 2)))
-        y = y.permute(1, 2, 0).reshape(batch, self.out_channels, out_h, out_w)
+        geometry = (self.output_size, self.kernel_size, self.stride, self.dilation)
+        weight = self.weight.reshape(out_h * out_w, self.out_channels, -1)  # (L, O, K)
+        y = _LocalProduct.apply(x, weight, geometry)  # (L, B, O)
+        y = y.permute(1, 2, 0).reshape(x.shape[0], self.out_channels, out_h, out_w)
         if self.bias is not None:
             y = y + self.bias
         return y
