@@ -478,7 +478,9 @@ def test_first_layer_filters():
     local = cnnzoo.build_model("cnn-small-local")
     plan, weights = first_layer_filters(local)
     assert weights.shape == (16, 1, 5, 5)
-    np.testing.assert_array_equal(weights, local.layers[1].weight[14, 14].detach().numpy())
+    # local weights are (out_h, out_w, F, kh, kw, C): the centre bank, channels first
+    centre = local.layers[1].weight[14, 14].permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(weights, centre.detach().numpy())
     flat = "model: {layers: [input: {width: 28, height: 28, depth: 1}, flatten, fc: 10]}"
     assert first_layer_filters(cnnzoo.build_model(flat)) is None
 

@@ -59,9 +59,10 @@ def first_layer_filters(model: Network) -> tuple[LayerPlan, np.ndarray] | None:
         if values.dim() == 4:
             return plan, values.numpy()
         if values.dim() == 6:
-            # A locally-connected layer: (out_h, out_w, F, C, kh, kw), a filter bank per
+            # A locally-connected layer: (out_h, out_w, F, kh, kw, C), a filter bank per
             # output position; the centre position's bank stands for them.
-            return plan, values[values.shape[0] // 2, values.shape[1] // 2].numpy()
+            centre = values[values.shape[0] // 2, values.shape[1] // 2]
+            return plan, centre.permute(0, 3, 1, 2).numpy()
         volume = plan.input
         if values.dim() == 2 and not volume.flat and values.shape[1] == volume.numel:
             return plan, values.view(-1, volume.depth, volume.height, volume.width).numpy()
