@@ -50,8 +50,12 @@ class LayerSpec:
         """Checks across parameters that need no input shape."""
 
     def desugar(self) -> list[LayerSpec]:
-        """The layers this one stands for; itself unless it is shorthand."""
-        return [self]
+        """The layers this one stands for: itself, and its `activation:` shorthand (on
+        conv, local, fc) as a layer of its own right after it, as ConvNetJS does."""
+        activation = getattr(self, "activation", None)
+        if activation is None:
+            return [self]
+        return [dataclasses.replace(self, activation=None), get_layer_type(activation)()]
 
     def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
         raise NotImplementedError

@@ -128,10 +128,3 @@ class FlattenSpec(LayerSpec):
 
 
 ACTIVATION = optional(choice_kind(ACTIVATIONS))  # the `activation:` key of conv, local, fc
-
-
-def activation_spec(name: str) -> LayerSpec:
-    """The layer that `activation: name` stands for."""
-    from cnnzoo.registry import get_layer_type
-
-    return get_layer_type(name)()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import did_you_mean
-from cnnzoo.layers.basic import ACTIVATION, activation_spec
+from cnnzoo.layers.basic import ACTIVATION
 from cnnzoo.layers.fft import MAX_SPECTRUM_VALUES, ConvShape, choose_impl, fft_conv2d
 from cnnzoo.layers.kernels import FIXED_KERNELS, depthwise_weight
 from cnnzoo.layers.padding import PADDING_MODES, max_padding, pad
@@ -104,13 +104,6 @@ class WindowSpec(LayerSpec):
     dilation: Pair = param((1, 1), kind=pair_kind(), doc="spacing between filter taps")
     bias: bool = param(True, kind=bool_kind(), doc="add a learned bias per filter")
     activation: str | None = param(None, kind=ACTIVATION, doc="shorthand for a layer after this")
-
-    def desugar(self) -> list[LayerSpec]:
-        if self.activation is None:
-            return [self]
-        from dataclasses import replace
-
-        return [replace(self, activation=None), activation_spec(self.activation)]
 
     def window_geometry(self, inp: Volume, where: Where, planner: Planner) -> tuple[Padding4, Pair]:
         """Resolved padding and output (height, width), with errors that say what to change."""

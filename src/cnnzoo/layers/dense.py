@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.layers.basic import ACTIVATION, activation_spec
+from cnnzoo.layers.basic import ACTIVATION
 from cnnzoo.params import Where, bool_kind, int_kind, param
 from cnnzoo.plan import LayerPlan, Planner
 from cnnzoo.registry import Inferred, LayerSpec, register_layer
@@ -22,11 +22,6 @@ class FcSpec(LayerSpec):
     units: int = param(kind=int_kind(1), doc="number of output units")
     bias: bool = param(True, kind=bool_kind(), doc="add a learned bias per unit")
     activation: str | None = param(None, kind=ACTIVATION, doc="shorthand for a layer after this")
-
-    def desugar(self) -> list[LayerSpec]:
-        if self.activation is None:
-            return [self]
-        return [replace(self, activation=None), activation_spec(self.activation)]
 
     def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
         params = inp.numel * self.units + (self.units if self.bias else 0)
