@@ -74,7 +74,7 @@ def _all_cnn_c() -> nn.Module:
     return nn.Sequential(
         nn.Dropout(0.2), *conv(3, 96), *conv(96, 96), *conv(96, 96, stride=2), nn.Dropout(0.5),
         *conv(96, 192), *conv(192, 192), *conv(192, 192, stride=2), nn.Dropout(0.5),
-        *conv(192, 192, padding=0), *conv(192, 192, 1, padding=0), *conv(192, 10, 1, padding=0),
+        *conv(192, 192, padding=0), *conv(192, 192, 1, padding=0), nn.Conv2d(192, 10, 1),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
 
