@@ -33,7 +33,7 @@ from cnnzoo.callbacks import Callback
 from cnnzoo.checkpoint import load_state, load_weights, parse_weights, save_weights
 from cnnzoo.errors import CheckpointError, CnnzooError, DataError
 from cnnzoo.files import atomic_write_bytes, atomic_write_with
-from cnnzoo.train import Diverged, Interrupted, fit
+from cnnzoo.train import Diverged, Interrupted, StepLosses, fit
 from tests.conftest import ROOT, write
 from tests.datafiles import pixel_bomb_png, write_cifar10, write_folder, write_mnist
 
@@ -799,6 +799,60 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, config_file, data_r
     assert all(torch.isfinite(t).all() for t in weights.values())
     assert_same_weights(out, good)
     assert load_state(out / "state.pt")["step"] == STEPS_PER_EPOCH
+
+
+@pytest.fixture
+def lagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Losses read one step late, as on CUDA (where reading at once would stall the
+    GPU), here on the CPU."""
+    original = StepLosses.__init__
+
+    def init(self, device, on_value, lag=None):
+        original(self, device, on_value, lag=1)
+
+    monkeypatch.setattr(StepLosses, "__init__", init)
+
+
+def test_reading_losses_a_step_late_changes_nothing_but_when(tmp_path, config_file, data_root,
+                                                             straight, lagged):
+    """Straight and interrupted-and-resumed runs with lagged reading are bitwise the
+    unlagged straight run: every loss reaches the log, the checkpoint and the tally."""
+    config = cnnzoo.load_config(config_file)
+    run = train(config, data_root, out=tmp_path / "lagged")
+    assert_same_training(run, straight)
+    with pytest.raises(Interrupted):
+        train(config, data_root, out=tmp_path / "stopped", stop_after_steps=13)
+    assert len(step_rows(tmp_path / "stopped")) == 13
+    fit(config, resume=tmp_path / "stopped", data_root=str(data_root), show_progress=False,
+        callbacks=[])
+    assert_same_training(tmp_path / "stopped", straight)
+
+
+def test_a_late_read_nan_loss_names_its_own_step_and_keeps_the_checkpoint(
+        tmp_path, config_file, data_root, interrupted, lagged):
+    out = tmp_path / "run"
+    good = interrupted(STEPS_PER_EPOCH)
+    with pytest.raises(Diverged) as diverged:
+        train(cnnzoo.load_config(config_file), data_root, out=out, callbacks=[InfiniteFrom(0)])
+    # Read one step late, but named as the step whose loss it was.
+    assert f"epoch 2, step 1 (global step {STEPS_PER_EPOCH + 1})" in str(diverged.value)
+    assert_same_weights(out, good)
+    assert load_state(out / "state.pt")["step"] == STEPS_PER_EPOCH
+
+
+def test_step_losses_reads_in_order_and_flushes():
+    seen = []
+    losses = StepLosses(torch.device("cpu"), lambda value, info: seen.append((value, info)),
+                        lag=1)
+    losses.add(torch.tensor(1.0), "a")
+    assert seen == []  # not read yet: the next step reads it
+    losses.add(torch.tensor(2.0), "b")
+    assert seen == [(1.0, "a")]
+    losses.flush()
+    assert seen == [(1.0, "a"), (2.0, "b")]
+    immediate = StepLosses(torch.device("cpu"), lambda value, info: seen.append((value, info)))
+    immediate.add(torch.tensor(3.0), "c")
+    assert seen[-1] == (3.0, "c")
 
 
 # ---- 7. mismatches

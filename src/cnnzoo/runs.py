@@ -40,16 +40,28 @@ STEP_FIELDS = ["step", "epoch", "batch", "loss", "lr"]
 
 def versions() -> dict[str, str]:
     import torch
-    import torchvision
 
     from cnnzoo import __version__
 
     return {
         "cnnzoo": __version__,
         "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
+        "torchvision": _torchvision_version(),
         "python": sys.version.split()[0],
     }
+
+
+def _torchvision_version() -> str:
+    """torchvision's version without importing it: its import pulls in torch's compiler
+    stack and takes seconds that a run on an idx or CIFAR file never needs."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        import torchvision
+
+        return str(torchvision.__version__)
 
 
 def default_run_dir(name: str, base: Path = Path("runs")) -> Path:

@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -241,12 +242,15 @@ class Progress:
                             desc=f"epoch {epoch + 1}/{self.total_epochs}",
                             dynamic_ncols=True, file=sys.stderr)
 
-    def update(self, loss: float, accuracy: float, images_per_s: float) -> None:
+    def update(self, loss: float, accuracy: Callable[[], float], images_per_s: float) -> None:
+        """One step done; `accuracy` is only called (it may wait for the GPU) when the
+        bar shows it, every tenth step."""
         if self.bar is not None:
             self.bar.update(1)
             if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
                 self.bar.set_postfix_str(
-                    f"loss {loss:.4f} acc {accuracy:.1%} {images_per_s:,.0f} img/s", refresh=False
+                    f"loss {loss:.4f} acc {accuracy():.1%} {images_per_s:,.0f} img/s",
+                    refresh=False,
                 )
 
     def end_epoch(self, line: str) -> None:
@@ -258,6 +262,52 @@ class Progress:
     def line(self, text: str) -> None:
         if self.enabled:
             print(text, flush=True)
+
+
+class StepLosses:
+    """Every step's loss as a number, for the NaN check, the step log and the bar.
+
+    Reading a number from the GPU waits until all the work queued before it is done,
+    which leaves the GPU idle while Python queues the next step. So on CUDA the loss
+    is copied to pinned host memory without waiting and read one step later, when it
+    has arrived: training still stops within one step of a NaN (the checkpoint
+    refuses the NaN weights of that extra step). Elsewhere it is read at once,
+    before the optimizer step.
+    """
+
+    def __init__(self, device: torch.device, on_value: Callable[[float, Any], None],
+                 lag: int | None = None) -> None:
+        self.cuda = device.type == "cuda"
+        self.lag = (1 if self.cuda else 0) if lag is None else lag
+        self.on_value = on_value
+        self.pending: deque[tuple[torch.Tensor, Any, Any]] = deque()
+
+    def add(self, loss: torch.Tensor, info: Any) -> None:
+        loss = loss.detach()
+        if not self.lag:
+            self.on_value(float(loss), info)
+            return
+        event = None
+        if self.cuda:
+            host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+            host.copy_(loss, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = loss.clone()
+        self.pending.append((host, event, info))
+        while len(self.pending) > self.lag:
+            self._read_oldest()
+
+    def flush(self) -> None:
+        while self.pending:
+            self._read_oldest()
+
+    def _read_oldest(self) -> None:
+        host, event, info = self.pending.popleft()
+        if event is not None:
+            event.synchronize()
+        self.on_value(float(host), info)
 
 
 # ---- the run
@@ -278,6 +328,42 @@ class Position:
 
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class EpochTally:
+    """What the steps of one epoch add up to: the loss and images seen (in the
+    position, so that a checkpoint holds them), the correct predictions (on the
+    device, read at the end), the step log and the bar."""
+
+    def __init__(self, position: Position, epoch: int, device: torch.device,
+                 progress: Progress, world: int, divergence_hint: str) -> None:
+        self.position = position
+        self.epoch = epoch
+        self.progress = progress
+        self.world = world
+        self.hint = divergence_hint
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.rows: list[dict[str, Any]] = []
+        self.tick = time.perf_counter()
+
+    def add_loss(self, value: float, info: tuple[int, int, int, float]) -> None:
+        """The loss of one step: global step, batch within the epoch, images, lr."""
+        step, batch, n, lr = info
+        if not math.isfinite(value):
+            raise Diverged(f"the loss became {value} at epoch {self.epoch + 1}, step {batch} "
+                           f"(global step {step}) with lr {lr:.3g}; {self.hint}")
+        pos = self.position
+        pos.loss_sum += value * n
+        pos.seen += n
+        self.rows.append({"step": step, "epoch": self.epoch + 1, "batch": batch,
+                          "loss": f"{value:.6f}", "lr": f"{lr:.6g}"})
+        if self.progress.tty:  # rank 0 alone: its own share stands for the batch
+            elapsed = pos.seconds + time.perf_counter() - self.tick
+            self.progress.update(value, self.accuracy, pos.seen / max(elapsed, 1e-9))
+
+    def accuracy(self) -> float:
+        pos = self.position
+        return float(pos.correct + int(self.correct) * self.world) / max(1, pos.seen)
 
 
 @dataclass
@@ -505,9 +591,10 @@ def fit(
         while position.epoch < train_cfg.epochs:
             epoch = position.epoch
             progress.start_epoch(epoch, steps_per_epoch, position.batch)
-            tick = time.perf_counter()
-            correct = torch.zeros((), dtype=torch.int64, device=torch_device)
-            step_rows = []
+            tally = EpochTally(position, epoch, torch_device, progress, dist.world,
+                               f"the learning rate is likely too high (train.optimizer.lr: "
+                               f"{peak:g}) or the data is not normalised. {_kept(out)}")
+            losses = StepLosses(torch_device, tally.add_loss)
             batches = train_split.train_batches(
                 train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
                 start_step=position.batch, rank=dist.rank, world=dist.world,
@@ -528,47 +615,32 @@ def fit(
                     scaler.update()
                 else:
                     loss.backward()
-                local_loss = dist.mean(loss.detach())
-                loss_value = float(local_loss)
-                if not math.isfinite(loss_value):
-                    raise Diverged(
-                        f"the loss became {loss_value} at epoch {epoch + 1}, step "
-                        f"{position.batch + 1} (global step {position.step + 1}) with lr {lr:.3g}; "
-                        f"the learning rate is likely too high (train.optimizer.lr: {peak:g}) "
-                        f"or the data is not normalised. {_kept(out)}"
-                    )
+                position.batch += 1
+                position.step += 1
+                losses.add(dist.mean(loss.detach()),
+                           (position.step, position.batch, len(labels) * dist.world, lr))
                 if scaler is None:
                     optimizer.step()
                 scheduler.step()
-                n = len(labels) * dist.world
-                correct += (logits.argmax(1) == labels).sum()
-                position.loss_sum += loss_value * n
-                position.seen += n
-                position.batch += 1
-                position.step += 1
-                step_rows.append({"step": position.step, "epoch": epoch + 1,
-                                  "batch": position.batch, "loss": f"{loss_value:.6f}",
-                                  "lr": f"{lr:.6g}"})
-                elapsed = position.seconds + time.perf_counter() - tick
-                if progress.tty:  # rank 0 alone: its own share stands for the batch
-                    progress.update(loss_value, float(position.correct + int(correct) * dist.world)
-                                    / max(1, position.seen), position.seen / max(elapsed, 1e-9))
+                tally.correct += (logits.argmax(1) == labels).sum()
                 signum = dist.agree_stop(stopper.signum)
                 if stop_after_steps is not None and position.step >= stop_after_steps:
                     signum = signum or signal.SIGINT
                 if signum:
-                    position.correct += dist.sum_int(correct)
-                    position.seconds += time.perf_counter() - tick
+                    losses.flush()
+                    position.correct += dist.sum_int(tally.correct)
+                    position.seconds += time.perf_counter() - tally.tick
                     if dist.is_main:
-                        steps_log.append(step_rows)
+                        steps_log.append(tally.rows)
                     progress.end_epoch(f"interrupted at epoch {epoch + 1}, step {position.batch}")
                     checkpoint(position)
                     raise Interrupted(signum, out, epoch, position.batch, dist.world,
                                       data_root)
-            position.correct += dist.sum_int(correct)
-            position.seconds += time.perf_counter() - tick
+            losses.flush()
+            position.correct += dist.sum_int(tally.correct)
+            position.seconds += time.perf_counter() - tally.tick
             if dist.is_main:
-                steps_log.append(step_rows)
+                steps_log.append(tally.rows)
             row = _epoch_rows(epoch, position, optimizer, scheduler)
             if val_split is not None:
                 ev_tick = time.perf_counter()
