@@ -17,7 +17,10 @@ It writes
 
 Every number comes from a `cnnzoo train` run that this script started. Configs not
 trained this time keep the record of their earlier run in configs/results.json,
-with its own date, machine and command (--fresh drops those).
+with its own date, machine and command (--fresh drops those). The records are
+written after every config, so an interrupted measurement keeps what it finished;
+`--reuse` then takes a finished run in --runs whose config is the one it would
+train, instead of training it again.
 
 A config for another 10-class dataset is adapted with --set overrides that turn
 Fashion-MNIST's 28x28x1 images into its input (CIFAR's 32x32x3: data.pad=2,
@@ -257,6 +260,19 @@ def train_command(config_arg: str, sets: list[str], out: Path, device: str,
     if data_root:
         args += ["--data-root", data_root]
     return args
+
+
+def finished_run(out: Path, config: ExperimentConfig) -> bool:
+    """Whether `out` holds a finished run of exactly `config` (devices and other settings
+    a resume may change aside)."""
+    from cnnzoo.train import config_differences
+
+    if not (out / "results.json").exists() or not (out / "config.yaml").exists():
+        return False
+    try:
+        return not config_differences(load_config(out / "config.yaml"), config)
+    except CnnzooError:
+        return False
 
 
 def make_record(results: dict[str, Any], info: dict[str, Any], command: list[str],
@@ -500,6 +516,7 @@ class Options:
     configs_dir: Path
     update_configs: bool
     fresh: bool
+    reuse: bool
     data_root: str | None
     threads: int | None
     argv: list[str] = field(default_factory=list)
@@ -528,6 +545,9 @@ def parse_args(argv: list[str]) -> Options:
                         help="write neither results.json nor the configs' comment lines")
     parser.add_argument("--fresh", action="store_true",
                         help="forget the records of earlier runs in results.json")
+    parser.add_argument("--reuse", action="store_true",
+                        help="record a finished run in --runs of the same config instead of "
+                        "training it again (after an interrupted measurement)")
     parser.add_argument("--data-root", default=None, help="look for the dataset here first")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per training (OMP_NUM_THREADS); on a machine busy "
@@ -536,7 +556,7 @@ def parse_args(argv: list[str]) -> Options:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Options(args.only, args.budget_minutes, args.epochs, args.sets, args.device,
                    args.runs or Path("runs") / f"zoo-{stamp}", args.results, args.configs_dir,
-                   args.update_configs, args.fresh, args.data_root, args.threads, argv)
+                   args.update_configs, args.fresh, args.reuse, args.data_root, args.threads, argv)
 
 
 def _config_arg(path: Path) -> str:
@@ -546,9 +566,33 @@ def _config_arg(path: Path) -> str:
     return path.stem if bundled_configs().get(path.stem) == path.resolve() else str(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_outputs(options: Options, records: dict[str, dict[str, Any]], configs: dict[str, Path],
+                  skipped: dict[str, str], machine: dict[str, Any], budget: float | None,
+                  trained: list[str]) -> None:
+    """docs/results.md, its plot, configs/results.json and the comment lines of the
+    configs in `trained`, from what is measured so far."""
     from cnnzoo.files import atomic_write_text
-    from cnnzoo.zoo import read_measured, write_measured
+    from cnnzoo.zoo import write_measured
+
+    results_path = options.results
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    plot = plot_records(records, results_path.parent / PLOT)
+    budget_text = (f"{format_seconds(budget)} of estimated training time per config; epochs "
+                   "are capped to fit" if budget else "none; every config trains its own epochs")
+    invocation = shlex.join([".venv/bin/python", "scripts/zoo_results.py", *options.argv])
+    markdown = render_markdown(records, list(configs), skipped, machine, budget_text, invocation,
+                               plot.name if plot else None)
+    atomic_write_text(results_path, markdown)
+    if options.update_configs:
+        write_measured(records, options.configs_dir)
+        for name in trained:
+            path = configs[name]
+            atomic_write_text(path, rewrite_measured(path.read_text(),
+                                                     measured_lines(records[name])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cnnzoo.zoo import read_measured
 
     options = parse_args(sys.argv[1:] if argv is None else argv)
     configs = {p.stem: p.resolve() for p in sorted(options.configs_dir.glob("*.yaml"))}
@@ -590,39 +634,38 @@ def main(argv: list[str] | None = None) -> int:
         out = options.runs / name
         command = train_command(_config_arg(configs[name]), sets, out, options.device,
                                 options.data_root)
-        estimate = Workload.of(config).seconds(epochs, step)
-        print(f"--- {name}: {_epochs(epochs)}, about {format_seconds(estimate)}: "
-              f"cnnzoo {shlex.join(command)}", flush=True)
-        tick = time.perf_counter()
-        code = subprocess.call([sys.executable, "-m", "cnnzoo", *command], env=env)
-        wall = time.perf_counter() - tick
-        if code != 0 or not (out / "results.json").exists():
-            skipped[name] = f"training failed (exit code {code}); see {out}"
-            print(f"--- {name}: training failed (exit code {code})", flush=True)
-            failed = True
-            continue
-        results = json.loads((out / "results.json").read_text())
+        if options.reuse and finished_run(out, load_config(configs[name], sets)):
+            results = json.loads((out / "results.json").read_text())
+            wall = float(results["wall_seconds"])  # measured inside the command
+            run_date = str(results.get("finished", date))[:10]
+            print(f"--- {name}: reusing the finished run in {out}", flush=True)
+        else:
+            if out.exists() and options.reuse:
+                import shutil
+
+                shutil.rmtree(out)  # an unfinished or different run: train it again
+            estimate = Workload.of(config).seconds(epochs, step)
+            print(f"--- {name}: {_epochs(epochs)}, about {format_seconds(estimate)}: "
+                  f"cnnzoo {shlex.join(command)}", flush=True)
+            tick = time.perf_counter()
+            code = subprocess.call([sys.executable, "-m", "cnnzoo", *command], env=env)
+            wall = time.perf_counter() - tick
+            if code != 0 or not (out / "results.json").exists():
+                skipped[name] = f"training failed (exit code {code}); see {out}"
+                print(f"--- {name}: training failed (exit code {code})", flush=True)
+                failed = True
+                continue
+            results = json.loads((out / "results.json").read_text())
+            run_date = date
         info = json.loads((out / "run.json").read_text())
         records[name] = make_record(results, info, command, adapted.adaptation, wall, machine,
-                                    date, prefix)
+                                    run_date, prefix)
         trained.append(name)
-    results_path = options.results
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    plot = plot_records(records, results_path.parent / PLOT)
-    budget_text = (f"{format_seconds(budget)} of estimated training time per config; epochs "
-                   "are capped to fit" if budget else "none; every config trains its own epochs")
-    invocation = shlex.join([".venv/bin/python", "scripts/zoo_results.py", *options.argv])
-    markdown = render_markdown(records, list(configs), skipped, machine, budget_text, invocation,
-                               plot.name if plot else None)
-    atomic_write_text(results_path, markdown)
-    print(f"wrote {results_path}" + (f" and {plot}" if plot else ""))
-    if options.update_configs:
-        print(f"wrote {write_measured(records, options.configs_dir)}")
-        for name in trained:
-            path = configs[name]
-            atomic_write_text(path, rewrite_measured(path.read_text(),
-                                                     measured_lines(records[name])))
-            print(f"updated the '{MEASURED}' line of {path}")
+        write_outputs(options, records, configs, skipped, machine, budget, trained)
+    write_outputs(options, records, configs, skipped, machine, budget, trained)
+    print(f"wrote {options.results}" + (f", {options.configs_dir / 'results.json'} and the "
+                                        f"'{MEASURED}' lines of {len(trained)} configs"
+                                        if options.update_configs else ""))
     return 1 if failed else 0
 
 

@@ -718,3 +718,32 @@ def test_zoo_results_end_to_end_on_fake_files(script, tmp_path, monkeypatch):
     assert f"# Measured here: {accuracy} test accuracy on Fashion-MNIST, on 270 training" in comment
     assert "after 1 epoch (" in comment
     assert "not yet measured" not in comment
+
+
+def test_zoo_results_reuse_takes_a_finished_run_of_the_same_config_only(script, tmp_path,
+                                                                         monkeypatch):
+    """--reuse records a finished run of the same config without training again, and
+    trains again when the config has changed since."""
+    write_mnist(tmp_path / "data", n_train=300, n_test=100)
+    configs = tmp_path / "configs"
+    header = "# A test net.\n# Measured here: not yet measured\n"
+    write(configs / "small.yaml", header + SMALL)
+    monkeypatch.setattr(script, "measure_step_seconds", lambda *a, **k: 0.01)
+    argv = ["--configs-dir", str(configs), "--results", str(tmp_path / "results.md"),
+            "--runs", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"),
+            "--epochs", "1", "--budget-minutes", "5", "--reuse"]
+    assert script.main(argv) == 0
+    first = json.loads((tmp_path / "runs" / "small" / "results.json").read_text())
+
+    calls = []
+    monkeypatch.setattr(script.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
+    assert script.main(argv) == 0
+    assert calls == []  # nothing trained: the finished run was taken
+    record = json.loads((configs / "results.json").read_text())["configs"]["small"]
+    assert record["test_accuracy"] == first["test_accuracy"]
+
+    # Another learning rate: the old run no longer matches, so it is trained again
+    # (here the stubbed training fails, which the script reports).
+    argv += ["--set", "train.optimizer.lr=0.5"]
+    assert script.main(argv) == 1
+    assert len(calls) == 1
