@@ -12,6 +12,7 @@ from torch import nn
 from cnnzoo.errors import did_you_mean
 from cnnzoo.layers.basic import ACTIVATION
 from cnnzoo.layers.fft import MAX_SPECTRUM_VALUES, ConvShape, choose_impl, fft_conv2d
+from cnnzoo.layers.init import INIT_DOC, INITS, initialise
 from cnnzoo.layers.kernels import FIXED_KERNELS, depthwise_weight
 from cnnzoo.layers.padding import PADDING_MODES, max_padding, pad
 from cnnzoo.params import (
@@ -103,7 +104,13 @@ class WindowSpec(LayerSpec):
     )
     dilation: Pair = param((1, 1), kind=pair_kind(), doc="spacing between filter taps")
     bias: bool = param(True, kind=bool_kind(), doc="add a learned bias per filter")
+    init: str = param("default", kind=choice_kind(INITS), doc=INIT_DOC)
     activation: str | None = param(None, kind=ACTIVATION, doc="shorthand for a layer after this")
+
+    def window_fans(self, in_depth: int, groups: int = 1) -> tuple[int, int]:
+        """(fan_in, fan_out) of one filter: taps times input channels, taps times filters."""
+        taps = self.kernel[0] * self.kernel[1]
+        return taps * in_depth // groups, taps * self.filters // groups
 
     def window_geometry(self, inp: Volume, where: Where, planner: Planner) -> tuple[Padding4, Pair]:
         """Resolved padding and output (height, width), with errors that say what to change."""
@@ -185,6 +192,12 @@ class ConvSpec(WindowSpec):
     )
 
     def check(self, where: Where) -> None:
+        if self.weights is not None and self.init != "default":
+            raise where.error(
+                f"init: {self.init} and weights: {self.weights_text} both set the weights",
+                "init",
+                fix="remove init (a fixed kernel is its own initialisation) or weights",
+            )
         if self.filters % self.groups:
             raise where.error(
                 f"filters ({self.filters}) must be a multiple of groups ({self.groups})", "groups"
@@ -308,6 +321,8 @@ class ConvSpec(WindowSpec):
             bias=self.bias,
             impl=plan.detail["impl"],
         )
+        fan_in, fan_out = self.window_fans(plan.input.depth, plan.detail["groups"])
+        initialise(conv.weight, conv.bias, self.init, fan_in, fan_out)
         if self.weights is not None:
             with torch.no_grad():
                 conv.weight.copy_(

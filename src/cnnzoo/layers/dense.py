@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.layers.basic import ACTIVATION
-from cnnzoo.params import Where, bool_kind, int_kind, param
+from cnnzoo.layers.init import INIT_DOC, INITS, initialise
+from cnnzoo.params import Where, bool_kind, choice_kind, int_kind, param
 from cnnzoo.plan import LayerPlan, Planner
 from cnnzoo.registry import Inferred, LayerSpec, register_layer
 from cnnzoo.shapes import Volume
@@ -21,6 +22,7 @@ from cnnzoo.shapes import Volume
 class FcSpec(LayerSpec):
     units: int = param(kind=int_kind(1), doc="number of output units")
     bias: bool = param(True, kind=bool_kind(), doc="add a learned bias per unit")
+    init: str = param("default", kind=choice_kind(INITS), doc=INIT_DOC)
     activation: str | None = param(None, kind=ACTIVATION, doc="shorthand for a layer after this")
 
     def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
@@ -35,7 +37,9 @@ class FcSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
-        return Linear(plan.input.numel, self.units, bias=self.bias)
+        linear = Linear(plan.input.numel, self.units, bias=self.bias)
+        initialise(linear.weight, linear.bias, self.init, plan.input.numel, self.units)
+        return linear
 
 
 class Linear(nn.Linear):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cnnzoo.layers.conv import WindowSpec, _effective
+from cnnzoo.layers.init import initialise
 from cnnzoo.layers.padding import pad
 from cnnzoo.params import Where, bool_kind, param
 from cnnzoo.plan import LayerPlan, Planner
@@ -48,7 +49,7 @@ class LocalSpec(WindowSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
-        return LocallyConnected2d(
+        layer = LocallyConnected2d(
             plan.input.depth,
             self.filters,
             input_size=plan.input.size,
@@ -59,6 +60,8 @@ class LocalSpec(WindowSpec):
             dilation=self.dilation,
             bias=self.bias,
         )
+        initialise(layer.weight, layer.bias, self.init, *self.window_fans(plan.input.depth))
+        return layer
 
 
 class _LocalProduct(torch.autograd.Function):
