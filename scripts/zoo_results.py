@@ -452,8 +452,11 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
         "Written by `scripts/zoo_results.py`; every number below comes from a `cnnzoo train` "
         "run on the real Fashion-MNIST started by that script, with the date and exact command "
         "of each row. The whole set is 54,000 training images (10% of the 60,000 are held out "
-        "for validation) and 10,000 test images, used once, at the end. Regenerate with:", "",
+        "for validation) and 10,000 test images, used once, at the end. This file was last "
+        "written by:", "",
         f"    {invocation}", "",
+        "which keeps the rows of configs it did not train (`--only`), each with its own date and "
+        "command; `.venv/bin/python scripts/zoo_results.py --fresh` measures them all again.", "",
         f"- Machine of this run: {machine_text(machine)}, Python {machine['python']}, "
         f"cnnzoo {machine['cnnzoo']}",
         f"- Budget: {budget}",
