@@ -298,7 +298,7 @@ def accuracy_params_figure(points: Sequence[Point], title: str = "",
         params = [p.params for p in points]
         ax.set_xlim(min(params) / 2, max(params) * 4)  # room for the labels
     if highlight_label and marked:
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")  # away from the points, wherever they fall
     if title:
         ax.set_title(title)
     return fig
