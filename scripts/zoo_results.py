@@ -154,14 +154,22 @@ def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
     import torch.nn.functional as F
 
     from cnnzoo.build import build_model
-    from cnnzoo.train import autocast, create_optimizer, resolve_device, resolve_precision
+    from cnnzoo.train import (
+        autocast,
+        create_optimizer,
+        resolve_channels_last,
+        resolve_device,
+        resolve_precision,
+    )
 
     train = config.train
     torch_device = resolve_device(device)
     precision = resolve_precision(train.precision, torch_device)
     torch.manual_seed(0)
     model = build_model(plan).to(torch_device).train()
-    memory = torch.channels_last if train.channels_last else torch.contiguous_format
+    # The layout training will use: `auto` is a string, not a yes.
+    channels_last = resolve_channels_last(train.channels_last, plan, torch_device)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=memory)
     optimizer = create_optimizer(model, train)
     x = torch.randn(train.batch_size, *plan.input.torch_shape(), device=torch_device)
