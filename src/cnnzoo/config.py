@@ -150,9 +150,13 @@ class SchedulerConfig:
     )
 
 
+# Registered in losses.py; named here so that validating a config needs no torch.
+LOSS_NAMES = ["cross_entropy"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class LossConfig:
-    name: str = param("cross_entropy", kind=choice_kind(["cross_entropy"]), doc="the loss")
+    name: str = param("cross_entropy", kind=choice_kind(LOSS_NAMES), doc="the loss")
     label_smoothing: float = param(
         0.0, kind=float_kind(0.0, below=1.0), doc="spread this much of the target over all classes"
     )

@@ -40,6 +40,7 @@ from cnnzoo.config import ExperimentConfig, SchedulerConfig, TrainConfig, load_c
 from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
+from cnnzoo.losses import create_loss
 from cnnzoo.plan import Plan, last_weighted_layer, plan_experiment
 from cnnzoo.summary import format_summary
 
@@ -554,6 +555,7 @@ def fit(
     val_split = (data.val.to(torch_device) if data.val is not None and hasattr(data.val, "to")
                  else data.val)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    loss_fn = create_loss(train_cfg.loss).fn
     progress = Progress(show_progress and dist.is_main, train_cfg.epochs)
     if dist.is_main:
         progress.line(
@@ -606,8 +608,7 @@ def fit(
                 lr = optimizer.param_groups[0]["lr"]
                 with autocast(torch_device, precision):
                     logits = train_model(x)
-                    loss = F.cross_entropy(logits.float(), labels,
-                                           label_smoothing=train_cfg.loss.label_smoothing)
+                    loss = loss_fn(logits.float(), labels)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
