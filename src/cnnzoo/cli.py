@@ -180,6 +180,9 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
     for text in overrides:
         args += ["--set", text]
     if resume is not None:
+        from cnnzoo.runlock import refuse_live
+
+        refuse_live(resume, "resume")
         args += ["--resume", str(resume)]
     else:
         out = out if out is not None else runs.default_run_dir(cfg.name)

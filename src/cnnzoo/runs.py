@@ -8,6 +8,8 @@
     metrics.csv        per epoch and split: loss, accuracy, lr, seconds, images/s
     steps.csv          per step: loss and learning rate
     results.json       test accuracy and loss, time, params, mult-adds, device
+    train.lock         the id of the process training into it, locked while it lives
+                       (cnnzoo.runlock)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import csv
 import datetime as dt
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 from cnnzoo.config import ExperimentConfig, load_config
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
 from cnnzoo.files import atomic_write_text
+from cnnzoo.runlock import RunLock, claim_new_run_dir, lock_run, refuse_live
 
 CONFIG = "config.yaml"
 RUN = "run.json"
@@ -74,22 +78,30 @@ def default_run_dir(name: str, base: Path = Path("runs")) -> Path:
     return path
 
 
+def holds_run(path: Path) -> bool:
+    return (path / CONFIG).exists()
+
+
 def check_new_run_dir(path: Path) -> None:
-    """Refuse an --out that is a file or already holds a run, before any work starts."""
+    """Refuse an --out that is a file, is being trained into or already holds a run,
+    before any work starts (`claim_run_dir` checks again, atomically)."""
     if path.exists() and not path.is_dir():
         raise CnnzooError(f"--out {path} is a file; give a directory for the run")
-    if (path / CONFIG).exists():
+    if path.is_dir():
+        refuse_live(path, "train into")
+    if holds_run(path):
         raise CnnzooError(
             f"--out {path} already holds a run; continue it with `cnnzoo train --resume {path}` "
             "or choose another --out"
         )
 
 
-def create_run_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnzooError(f"cannot create the run directory {path}: {exc.strerror}") from None
+def claim_run_dir(path: Path, *, restarted: bool = False) -> RunLock:
+    """Create and lock a new run directory for this process (rank 0), or stop. A worker
+    that torchrun restarted before the first checkpoint takes its run over as it is."""
+    if restarted:
+        return lock_run(path)
+    return claim_new_run_dir(path, holds_run)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -188,4 +200,4 @@ def command_line() -> str:
     args = [os.path.basename(sys.argv[0]) if sys.argv else "cnnzoo", *sys.argv[1:]]
     if args[0] in ("__main__.py", "-m"):
         args[0] = "cnnzoo"
-    return " ".join(args)
+    return shlex.join(args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -42,6 +43,7 @@ from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
 from cnnzoo.losses import create_loss
 from cnnzoo.plan import Plan, last_weighted_layer, plan_experiment
+from cnnzoo.runlock import lock_run, releases_run_locks
 from cnnzoo.summary import format_summary
 
 
@@ -53,12 +55,12 @@ class Interrupted(Exception):
         self.signum = signum
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
-        how = f"cnnzoo train --resume {run_dir}"
+        how = shlex.join(["cnnzoo", "train", "--resume", str(run_dir)])
         if data_root is not None:  # not stored in the run: the data may have moved
-            how += f" --data-root {data_root}"
+            how += f" --data-root {shlex.quote(data_root)}"
         if processes > 1:
             how = (f"{how} --nproc {processes} (or your torchrun command with "
-                   f"train --resume {run_dir})")
+                   f"train --resume {shlex.quote(str(run_dir))})")
         super().__init__(
             f"{name}: stopped at epoch {epoch + 1}, step {step}; checkpoint written to "
             f"{run_dir}. Resume with: {how}"
@@ -326,6 +328,7 @@ class Position:
     seen: int = 0
     seconds: float = 0.0  # training time of the current epoch so far
     train_seconds: float = 0.0  # all epochs
+    train_images: int = 0  # images trained in all finished epochs, short last batches as short
 
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -405,6 +408,7 @@ def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str
     return changed
 
 
+@releases_run_locks
 def fit(
     config: ExperimentConfig,
     *,
@@ -432,6 +436,8 @@ def fit(
         else:
             restarted_before_checkpoint = True
     if resume is not None:
+        if dist.is_main:  # rank 0 holds the run; a torchrun restart takes it over
+            lock_run(resume, "resume")
         run = runs.open_run(resume)
         if not (resume / runs.STATE).exists():
             raise CheckpointError(f"{resume} has no {runs.STATE} to resume from")
@@ -493,7 +499,7 @@ def fit(
         out = dist.broadcast_path(runs.default_run_dir(config.name))
     if resume is None:
         if dist.is_main:
-            runs.create_run_dir(out)
+            runs.claim_run_dir(out, restarted=restarted_before_checkpoint)
             config = replace(config, versions=tuple(runs.versions().items()))
             from cnnzoo.files import atomic_write_text
 
@@ -662,7 +668,8 @@ def fit(
             progress.end_epoch(_epoch_line(epoch, train_cfg.epochs, row))
             position.train_seconds += position.seconds
             position = Position(epoch=epoch + 1, step=position.step,
-                                train_seconds=position.train_seconds)
+                                train_seconds=position.train_seconds,
+                                train_images=position.train_images + position.seen)
             signum = dist.agree_stop(stopper.signum)
             checkpoint(position)
             if signum:
@@ -688,8 +695,7 @@ def fit(
         "wall_seconds": time.perf_counter() - started,
         "epochs": train_cfg.epochs,
         "steps": position.step,
-        "images_per_s": (position.step * train_cfg.batch_size) / max(position.train_seconds,
-                                                                      1e-9),
+        "images_per_s": position.train_images / max(position.train_seconds, 1e-9),
         "params": plan.total_params,
         "macs": plan.total_macs,
         "device": _device_name(torch_device),
