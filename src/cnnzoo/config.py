@@ -13,6 +13,7 @@ from typing import Any
 
 from cnnzoo.data.catalog import DATASETS
 from cnnzoo.errors import ConfigError
+from cnnzoo.limits import check_layer_count, check_run_name
 from cnnzoo.params import (
     Kind,
     Where,
@@ -44,6 +45,9 @@ class ModelConfig:
     layers: tuple[LayerSpec, ...] = param(
         kind=LAYERS, doc="the stack, first to last: INPUT -> CONV -> RELU -> POOL -> FC"
     )
+
+    def check(self, where: Where) -> None:
+        check_layer_count(self.layers, where)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,7 +222,11 @@ class Origin:
 
     def locate(self, exc: ConfigError) -> ConfigError:
         for key_path, text in self.overrides.items():
-            if exc.path[: len(key_path)] == key_path:
+            # An error at or below a key that --set wrote, or at a key the file never
+            # had on the way to one (--set a.b.c=1 when there is no 'a').
+            above = bool(exc.path) and key_path[: len(exc.path)] == exc.path and (
+                tuple(exc.path) not in self.lines)
+            if exc.path[: len(key_path)] == key_path or above:
                 exc.source = f"--set {text}"
                 return exc.located(None, None)
         return exc.located(self.source, self.lines)
@@ -242,6 +250,9 @@ class ExperimentConfig:
         doc="written by cnnzoo train: the versions that produced a run (informational)",
     )
     origin: Origin | None = field(default=None, compare=False, repr=False)
+
+    def check(self, where: Where) -> None:
+        check_run_name(self.name, where)
 
     def to_yaml(self) -> str:
         """The fully resolved experiment as YAML; `load_config` reads it back to an equal config."""
@@ -347,18 +358,20 @@ def config_from_document(
     return replace(config, origin=origin)
 
 
-_INDEX = re.compile(r"\[(\d+)\]")
+_INDEX = re.compile(r"\[(-?\d+)\]")
 
 
 def parse_override_key(key: str) -> tuple[str | int, ...]:
-    """`model.layers[1].conv.filters` or `model.layers.1.conv.filters` as a key path."""
+    """`model.layers[1].conv.filters` or `model.layers.1.conv.filters` as a key path;
+    a negative index counts from the end (`model.layers[-1]` is the last layer)."""
     parts: list[str | int] = []
     for part in _INDEX.sub(r".\1", key).split("."):
         if not part:
             raise ConfigError(f"bad key '{key}' in --set", fix="write e.g. train.epochs=3")
-        if not (part.isascii() and part.isdigit()):  # '²'.isdigit(), but int('²') fails
+        digits = part.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):  # '²'.isdigit(), but int('²') fails
             parts.append(part)
-        elif len(part) > 9:  # longer than any list can be, and int() refuses 4,300 digits
+        elif len(digits) > 9:  # longer than any list can be, and int() refuses 4,300 digits
             raise ConfigError(
                 f"bad key in --set: the index {part[:12]}... ({len(part):,} digits) is too "
                 "large", fix="write e.g. model.layers.1.conv.filters=8",
@@ -379,9 +392,11 @@ def apply_override(data: dict[str, Any], text: str) -> tuple[str | int, ...]:
     value = load_yaml(raw, f"--set {text}").data if raw.strip() else None
     node: Any = data
     for i, part in enumerate(key_path[:-1]):
+        part = _from_end(node, part)
+        key_path = (*key_path[:i], part, *key_path[i + 1:])
         here = ".".join(map(str, key_path[: i + 1]))
         if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
+            if not isinstance(node, list) or not 0 <= part < len(node):
                 size = len(node) if isinstance(node, list) else 0
                 raise ConfigError(
                     f"--set {text}: {here} does not exist (the list has {size} items)"
@@ -393,14 +408,23 @@ def apply_override(data: dict[str, Any], text: str) -> tuple[str | int, ...]:
             child = _expand_shorthand(part, child)
         node[part] = _copy(child) if child is not None else {}
         node = node[part]
-    last = key_path[-1]
+    last = _from_end(node, key_path[-1])
+    key_path = (*key_path[:-1], last)
     if isinstance(last, int):
-        if not isinstance(node, list) or last >= len(node):
+        if not isinstance(node, list) or not 0 <= last < len(node):
             raise ConfigError(f"--set {text}: index {last} does not exist")
     elif not isinstance(node, dict):
         raise ConfigError(f"--set {text}: the parent of '{last}' is not a mapping")
     node[last] = value
     return key_path
+
+
+def _from_end(node: Any, part: str | int) -> str | int:
+    """A negative list index as the index it stands for (left as it is when out of range,
+    for the caller's 'does not exist' message)."""
+    if isinstance(part, int) and part < 0 and isinstance(node, list) and -len(node) <= part:
+        return len(node) + part
+    return part
 
 
 _NAMED_SECTIONS = {"optimizer", "scheduler", "loss"}
