@@ -137,12 +137,7 @@ def train(
     from cnnzoo.train import fit, load_config_for_resume
 
     if device is not None:
-        from cnnzoo.config import TrainConfig  # validate like the YAML key
-        from cnnzoo.params import Where
-
-        TrainConfig.__dataclass_fields__["device"].metadata["kind"].parse(
-            device, "--device", Where("--device", ())
-        )
+        _check_device(device)
     if resume is not None:
         cfg = (load_config(config, overrides or []) if config is not None
                else load_config_for_resume(resume, overrides or []))
@@ -157,6 +152,16 @@ def train(
             raise typer.Exit(code)
         return
     fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet)
+
+
+def _check_device(device: str) -> None:
+    """--device checked like the YAML key train.device (auto, cpu, cuda, cuda:N, mps)."""
+    from cnnzoo.config import TrainConfig
+    from cnnzoo.params import Where
+
+    TrainConfig.__dataclass_fields__["device"].metadata["kind"].parse(
+        device, "--device", Where("--device", ())
+    )
 
 
 def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
@@ -211,6 +216,7 @@ def eval_(
     """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
     from cnnzoo.train import evaluate_run
 
+    _check_device(device)
     if split not in ("test", "val", "train"):
         raise CnnzooError(f"--split must be test, val or train, got '{split}'")
     result, classes = evaluate_run(run_dir, split, data_root, device)
@@ -246,15 +252,20 @@ def predict(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """The most likely classes, with probabilities, for image files."""
-    from cnnzoo.predict import predict_files
+    from cnnzoo.predict import predict_files, unreadable
 
+    _check_device(device)
     results = predict_files(run_dir, images, top, device)
     if as_json:
         print(json.dumps(results, indent=2))
-        return
-    for item in results:
-        guesses = ", ".join(f"{g['class']} {g['probability']:.1%}" for g in item["top"])
-        print(f"{item['image']}: {guesses}")
+    else:
+        for item in results:
+            if "top" in item:
+                guesses = ", ".join(f"{g['class']} {g['probability']:.1%}" for g in item["top"])
+                print(f"{item['image']}: {guesses}")
+    error = unreadable(results)  # every readable file is answered first
+    if error is not None:
+        raise error
 
 
 @app.command(name="filter")
@@ -312,7 +323,10 @@ def compare(
     and a PNG of test accuracy against parameters (log scale)."""
     from cnnzoo.compare import compare_runs, comparison_json, format_comparison, plot_comparison
 
-    rows = compare_runs(run_dirs)
+    skipped: list[tuple[Path, str]] = []
+    rows = compare_runs(run_dirs, skipped)
+    for path, why in skipped:  # reported, and the rest compared
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
     drawn = None if no_plot else plot_comparison(rows, plot)
     if as_json:
         print(json.dumps({"runs": comparison_json(rows), "plot": str(drawn) if drawn else None},
@@ -338,6 +352,7 @@ def viz(
     grid of its depth slices (W x H x D as D tiles)."""
     from cnnzoo.viz import visualize_run
 
+    _check_device(device)
     for path in visualize_run(run_dir, image, out, device):
         print(path)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from cnnzoo.errors import CnnzooError, ConfigError, did_you_mean
+from cnnzoo.imageio import read_pixels
 from cnnzoo.layers.basic import InputSpec
 from cnnzoo.layers.conv import IMPLS
 from cnnzoo.layers.kernels import FIXED_KERNELS, display_range
@@ -32,37 +33,10 @@ MIN_PANEL = 96  # narrower images are enlarged (nearest neighbour) so labels fit
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """A grayscale or RGB image file as a (C, H, W) float tensor in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode.startswith("I;16"):
-                array = np.asarray(img, dtype=np.float32)[None] / 65535
-            else:
-                grey = img.mode in ("1", "L", "LA", "I", "F") or (
-                    img.mode == "P" and _palette_is_grey(img)
-                )
-                array = np.asarray(img.convert("L" if grey else "RGB"), dtype=np.float32) / 255
-                array = array[None] if grey else array.transpose(2, 0, 1)
-    except FileNotFoundError:
-        raise CnnzooError(f"cannot read image {path}: no such file") from None
-    except IsADirectoryError:
-        raise CnnzooError(f"cannot read image {path}: it is a directory") from None
-    except UnidentifiedImageError:
-        raise CnnzooError(
-            f"cannot read image {path}: not an image format Pillow knows (png, jpg, bmp, ...)"
-        ) from None
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise CnnzooError(f"cannot read image {path}: {exc}") from None
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def _palette_is_grey(img: Image.Image) -> bool:
-    rgb = img.convert("RGB")
-    r, g, b = (np.asarray(c) for c in rgb.split())
-    return bool((r == g).all() and (g == b).all())
+    """A grayscale or RGB image file as a (C, H, W) float tensor in [0, 1], read as
+    everywhere else (cnnzoo.imageio: every bit depth, alpha, palettes)."""
+    pixels = read_pixels(path)  # (H, W, C)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
 def check_kernels(names: list[str]) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from cnnzoo import runs
-from cnnzoo.data.pipeline import read_image
-from cnnzoo.errors import CnnzooError
+from cnnzoo.errors import CnnzooError, DataError
+from cnnzoo.imageio import read_image
 from cnnzoo.shapes import Volume
 from cnnzoo.train import load_run_model, predict_logits, resolve_device, run_transform
 
@@ -17,26 +17,46 @@ from cnnzoo.train import load_run_model, predict_logits, resolve_device, run_tra
 def predict_files(run_dir: Path, images: list[Path], top: int = 3,
                   device: str = "auto") -> list[dict[str, Any]]:
     """Top-`top` classes with probabilities for each image, preprocessed as in training
-    (converted to the input's channels, resized to its W x H, normalised)."""
+    (converted to the input's channels, resized to its W x H, normalised). An image
+    that cannot be read gets {"image", "error"} in its place; the others are answered."""
     run = runs.open_run(run_dir)
-    for path in images:
-        if not Path(path).is_file():
-            raise CnnzooError(f"no image file {path}")
     torch_device = resolve_device(device)
     model = load_run_model(run, torch_device)
     volume = Volume(*run.info["input"])
     transform = run_transform(run, torch_device)
-    batch = torch.stack([read_image(Path(p), volume) for p in images]).to(torch_device)
-    with torch.no_grad():
-        probs = predict_logits(model, transform.normalize(batch),
-                               run.config.train.tta).float().softmax(1).cpu()
-    k = min(top, probs.shape[1])
-    results = []
-    for path, p in zip(images, probs, strict=True):
-        values, index = p.topk(k)
+    pixels: list[torch.Tensor] = []
+    errors: dict[int, str] = {}
+    for i, path in enumerate(images):
+        try:
+            if not Path(path).is_file():
+                raise DataError(f"no image file {path}")
+            pixels.append(read_image(Path(path), volume))
+        except DataError as exc:
+            errors[i] = str(exc)
+    probs = iter(())
+    if pixels:
+        batch = torch.stack(pixels).to(torch_device)
+        with torch.no_grad():
+            probs = iter(predict_logits(model, transform.normalize(batch),
+                                        run.config.train.tta).float().softmax(1).cpu())
+    results: list[dict[str, Any]] = []
+    for i, path in enumerate(images):
+        if i in errors:
+            results.append({"image": str(path), "error": errors[i]})
+            continue
+        values, index = next(probs).topk(min(top, len(run.classes)))
         results.append({
             "image": str(path),
-            "top": [{"class": run.classes[i], "index": int(i), "probability": float(v)}
-                    for v, i in zip(values.tolist(), index.tolist(), strict=True)],
+            "top": [{"class": run.classes[k], "index": int(k), "probability": float(v)}
+                    for v, k in zip(values.tolist(), index.tolist(), strict=True)],
         })
     return results
+
+
+def unreadable(results: list[dict[str, Any]]) -> CnnzooError | None:
+    """The error to exit with when some images could not be read, naming them all."""
+    bad = [item["error"] for item in results if "error" in item]
+    if not bad:
+        return None
+    return CnnzooError(f"{len(bad)} of {len(results)} images could not be read: "
+                       + "; ".join(bad))

@@ -172,7 +172,72 @@ class Run:
     @property
     def results(self) -> dict[str, Any] | None:
         path = self.path / RESULTS
-        return read_json(path) if path.exists() else None
+        if not path.exists():
+            return None
+        results = read_json(path)
+        check_results(results, path)
+        return results
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_run_info(info: Any, path: Path) -> None:
+    """run.json as cnnzoo writes it: the fields that eval, predict and viz use, each of
+    the right type, so that a damaged file is one clear error and never an IndexError."""
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path} is damaged: expected a JSON object, got "
+                              f"{type(info).__name__}")
+    classes = info.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path} is damaged: 'classes' must be a list of class names, "
+                              f"got {str(classes)[:60]}")
+    shape = info.get("input")
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise CheckpointError(f"{path} is damaged: 'input' must be [width, height, depth], "
+                              f"got {str(shape)[:60]}")
+    for key in ("mean", "std"):
+        values = info.get(key)
+        if not (isinstance(values, list) and len(values) == shape[2]
+                and all(_is_number(v) for v in values)):
+            raise CheckpointError(f"{path} is damaged: '{key}' must be {shape[2]} numbers, "
+                                  f"got {str(values)[:60]}")
+    if any(v == 0 for v in info["std"]):
+        raise CheckpointError(f"{path} is damaged: 'std' holds a zero")
+
+
+RESULT_NUMBERS = ("params", "macs", "test_accuracy", "train_seconds")
+
+
+def check_results(results: Any, path: Path) -> None:
+    """results.json as cnnzoo writes it, as far as compare reads it."""
+    if not isinstance(results, dict):
+        raise CheckpointError(f"{path} is damaged: expected a JSON object, got "
+                              f"{type(results).__name__}")
+    for key in RESULT_NUMBERS:
+        if not _is_number(results.get(key)):
+            raise CheckpointError(f"{path} is damaged: '{key}' must be a number, got "
+                                  f"{str(results.get(key))[:60]}")
+    epochs = results.get("epochs")
+    if epochs is not None and not (isinstance(epochs, int) and not isinstance(epochs, bool)):
+        raise CheckpointError(f"{path} is damaged: 'epochs' must be a whole number")
+
+
+def check_fits_network(run: Run, outputs: int, input_shape: list[int]) -> None:
+    """run.json must describe the network the run's config builds: as many classes as it
+    has outputs, and its input volume."""
+    if len(run.classes) != outputs:
+        raise CheckpointError(
+            f"{run.path / RUN} is damaged: it names {len(run.classes)} classes but the "
+            f"run's network gives {outputs} outputs"
+        )
+    if list(run.info["input"]) != list(input_shape):
+        raise CheckpointError(
+            f"{run.path / RUN} is damaged: its input {run.info['input']} is not the "
+            f"network's {list(input_shape)}"
+        )
 
 
 def open_run(path: str | Path) -> Run:
@@ -191,8 +256,7 @@ def open_run(path: str | Path) -> Run:
     except ConfigError as exc:
         raise CheckpointError(f"the run's config cannot be read: {exc}") from None
     info = read_json(path / RUN)
-    if not isinstance(info, dict) or "classes" not in info:
-        raise CheckpointError(f"{path / RUN} is damaged: it has no class names")
+    check_run_info(info, path / RUN)
     return Run(path, config, info)
 
 

@@ -861,6 +861,7 @@ def _is_main_thread() -> bool:
 def load_run_model(run: runs.Run, device: torch.device) -> Network:
     """The run's network with its trained weights, verified."""
     plan = plan_experiment(run.config)
+    runs.check_fits_network(run, plan.output.depth, plan.input.as_list())
     model = build_model(plan)
     weights = run.path / runs.WEIGHTS
     if not weights.exists():
@@ -892,6 +893,7 @@ def evaluate_run(
     config = config_override or run.config
     torch_device = resolve_device(device if device != "auto" else "auto")
     plan = plan_experiment(config)
+    runs.check_fits_network(run, plan.output.depth, plan.input.as_list())
     model = build_model(plan)
     weights = run.path / runs.WEIGHTS
     if not weights.exists():

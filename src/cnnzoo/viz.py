@@ -109,7 +109,7 @@ def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
     as in training. `out` is a .png (one picture, a panel per layer) or a directory
     (one picture per layer); default: RUN_DIR/activations-IMAGE.png."""
     from cnnzoo import runs
-    from cnnzoo.data.pipeline import read_image
+    from cnnzoo.imageio import read_image
     from cnnzoo.shapes import Volume
     from cnnzoo.train import load_run_model, resolve_device, run_transform
 
@@ -118,6 +118,9 @@ def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
         raise CnnzooError(f"no image file {image}")
     out = default_output(run.path, image) if out is None else Path(out)
     as_file = out.suffix.lower() == ".png"
+    if not as_file and out.exists() and not out.is_dir():
+        raise CnnzooError(f"--out {out} is an existing file that is not a .png; give a .png "
+                          "file name or a directory")
     if not as_file and out.suffix and not out.is_dir():
         raise CnnzooError(f"--out {out}: give a .png file or a directory")
     if as_file and out.is_dir():

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +20,7 @@ from cnnzoo.config import AugmentConfig, DataConfig
 from cnnzoo.data.catalog import DatasetInfo, dataset_info
 from cnnzoo.data.sources import RawSplit, load_split, search_dirs
 from cnnzoo.errors import DataError
+from cnnzoo.imageio import read_image
 from cnnzoo.shapes import Volume
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -375,23 +375,6 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
         if error is not None:
             raise DataError(error)
     return torch.stack([i[0] for i in items]), torch.tensor([i[1] for i in items])
-
-
-def read_image(path: Path, volume: Volume) -> torch.Tensor:
-    """One image file as a uint8 (C, H, W) tensor of `volume`'s size and channels."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if volume.depth == 1 else "RGB")
-            if img.size != (volume.width, volume.height):
-                img = img.resize((volume.width, volume.height), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for damaged files and pixel bombs
-        raise DataError(f"cannot read image {path}: {exc}") from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def _class_folders(root: Path) -> list[str]:
