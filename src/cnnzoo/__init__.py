@@ -1,11 +1,14 @@
 """cnnzoo: convolutional networks described in YAML, built, summarised and trained."""
 
-from cnnzoo import layers as layers  # registers the layer types
-from cnnzoo.build import Network, build_model
-from cnnzoo.config import ExperimentConfig, load_config
-from cnnzoo.errors import CnnzooError, ConfigError
-from cnnzoo.plan import Plan, plan_experiment, plan_layers
-from cnnzoo.registry import LayerSpec, register_layer
+from cnnzoo.startup import quiet_interrupt
+
+with quiet_interrupt():  # Ctrl-C while torch is imported
+    from cnnzoo import layers as layers  # registers the layer types
+    from cnnzoo.build import Network, build_model
+    from cnnzoo.config import ExperimentConfig, load_config
+    from cnnzoo.errors import CnnzooError, ConfigError
+    from cnnzoo.plan import Plan, plan_experiment, plan_layers
+    from cnnzoo.registry import LayerSpec, register_layer
 
 __version__ = "0.1.0"
 

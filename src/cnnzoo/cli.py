@@ -382,4 +382,8 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """The `cnnzoo` console script."""
-    sys.exit(run())
+    from cnnzoo.startup import quiet_interrupt
+
+    with quiet_interrupt():  # also while `run` imports the training code
+        code = run()
+    sys.exit(code)

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from cnnzoo.config import AugmentConfig, DataConfig
 from cnnzoo.data.catalog import DatasetInfo, dataset_info
+from cnnzoo.data.folders import scan_class_folders
 from cnnzoo.data.sources import RawSplit, load_split, search_dirs
+from cnnzoo.data.subsets import LIMIT_TEST_SEED, stratified_pick, stratified_split
 from cnnzoo.errors import DataError
 from cnnzoo.imageio import read_image
 from cnnzoo.shapes import Volume
@@ -123,17 +125,20 @@ def load_dataset(
         test_raw = load_split(info, "test", dirs, data.download) if "test" in splits else None
         some = train_raw or test_raw
         classes, source = some.classes, some.source
-        train = _prepare(train_raw, data, volume, data.limit_train) if train_raw else None
-        test = _prepare(test_raw, data, volume, data.limit_test) if test_raw else None
+        train = _prepare(train_raw, data, volume, data.limit_train, seed) if train_raw else None
+        test = (_prepare(test_raw, data, volume, data.limit_test, LIMIT_TEST_SEED)
+                if test_raw else None)
     train, val = _split_val(train, data.val_split, seed) if train is not None else (None, None)
     mean, std = _normalisation(data, info, volume)
     return Dataset(info.name, train, val, test, tuple(classes), mean, std, volume, source)
 
 
-def _prepare(raw: RawSplit, data: DataConfig, volume: Volume, limit: int | None) -> Split:
+def _prepare(raw: RawSplit, data: DataConfig, volume: Volume, limit: int | None,
+             seed: int) -> Split:
     images, labels = raw.images, raw.labels
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    if limit is not None:  # a seeded subset in the classes' proportions
+        keep = torch.tensor(stratified_pick(labels.numpy(), limit, seed), dtype=torch.long)
+        images, labels = images[keep], labels[keep]
     return Split(convert_images(images, data, volume), labels)
 
 
@@ -174,8 +179,8 @@ def _split_val(train: Split, fraction: float, seed: int) -> tuple[Split, Split |
             f"val_split {fraction} of {len(train)} training images leaves "
             f"{len(train) - n_val} to train on and {n_val} to validate"
         )
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
+    val_list, train_list = stratified_split(train.labels.numpy(), n_val, seed)
+    val_index, train_index = torch.tensor(val_list), torch.tensor(train_list)
     return (
         Split(train.images[train_index], train.labels[train_index]),
         Split(train.images[val_index], train.labels[val_index]),
@@ -382,15 +387,7 @@ def _class_folders(root: Path) -> list[str]:
 
 
 def _scan(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    samples = []
-    for label, name in enumerate(classes):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                samples.append((path, label))
-    return samples
+    return scan_class_folders(root, classes, IMAGE_SUFFIXES)
 
 
 def check_images(samples: list[tuple[Path, int]]) -> None:
@@ -432,22 +429,24 @@ def _load_folder(data: DataConfig, volume: Volume, seed: int, splits: tuple[str,
         test_samples = _scan(root / "test", classes)
         train_samples = samples
     else:
-        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed + 1))
         n_test = round(len(samples) * data.test_split)
-        test_samples = [samples[i] for i in sorted(order[:n_test].tolist())]
-        train_samples = [samples[i] for i in sorted(order[n_test:].tolist())]
+        test_index, train_index = stratified_split([s[1] for s in samples], n_test, seed + 1)
+        test_samples = [samples[i] for i in test_index]
+        train_samples = [samples[i] for i in train_index]
     if data.limit_train:
-        train_samples = train_samples[: data.limit_train]
+        train_samples = [train_samples[i] for i in stratified_pick(
+            [s[1] for s in train_samples], data.limit_train, seed)]
     if data.limit_test:
-        test_samples = test_samples[: data.limit_test]
+        test_samples = [test_samples[i] for i in stratified_pick(
+            [s[1] for s in test_samples], data.limit_test, LIMIT_TEST_SEED)]
     check_images(train_samples + test_samples)
     train = FolderSplit(train_samples, volume, data.workers)
     val = None
     if data.val_split > 0:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         n_val = round(len(train) * data.val_split)
-        val = train.subset(sorted(order[:n_val].tolist()))
-        train = train.subset(sorted(order[n_val:].tolist()))
+        val_index, train_index = stratified_split([s[1] for s in train.samples], n_val, seed)
+        val = train.subset(val_index)
+        train = train.subset(train_index)
     mean, std = _normalisation(data, dataset_info("folder"), volume)
     return Dataset("folder", train, val, FolderSplit(test_samples, volume, data.workers),
                    tuple(classes), mean, std, volume, str(root))
