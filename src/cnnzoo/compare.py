@@ -68,9 +68,10 @@ def summarize_run(path: Path) -> RunSummary:
 
 def compare_runs(args: list[str],
                  skipped: list[tuple[Path, str]] | None = None) -> list[RunSummary]:
-    """The runs' summaries. With a `skipped` list, a run that cannot be read (damaged
-    files, not a run) is added to it with the reason and left out; without, it stops
-    the comparison. Either way at least one run must be readable."""
+    """The runs' summaries. A folder that is not a run at all (a typo) stops the
+    comparison. With a `skipped` list, a run whose files are damaged is added to it
+    with the reason and left out; without, it stops the comparison too. Either way at
+    least one run must be readable."""
     paths = expand_run_args(args)
     if not paths:
         raise CnnzooError("give at least one run directory (or a quoted pattern: 'runs/*')")
@@ -79,7 +80,8 @@ def compare_runs(args: list[str],
         try:
             rows.append(summarize_run(path))
         except CnnzooError as exc:
-            if skipped is None or len(paths) == 1:
+            is_run = (path / runs.CONFIG).is_file() and (path / runs.RUN).is_file()
+            if skipped is None or len(paths) == 1 or not is_run:
                 raise
             skipped.append((path, str(exc)))
     if not rows:

@@ -132,6 +132,10 @@ def claim_new_run_dir(path: Path, has_run: Callable[[Path], bool]) -> RunLock:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnzooError(f"cannot create the run directory {path}: {exc.strerror or exc}"
+                          ) from None
+    try:
         os.mkdir(path)
     except FileExistsError:
         if not path.is_dir():
