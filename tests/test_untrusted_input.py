@@ -199,7 +199,8 @@ def test_predict_answers_every_good_file_and_reports_the_bad_ones(tmp_path, cli,
     assert result.code == USER_ERROR
     lines = result.out.splitlines()
     assert [line.split(":")[0] for line in lines] == [str(good[0]), str(good[1])]
-    assert "2 of 4 images could not be read" in result.err
+    assert result.err.startswith(f"error: cannot read image {bad}: ")
+    assert "(2 of 4 images could not be read; the others are answered)" in result.err
     assert str(bad) in result.err and str(missing) in result.err
     assert "Traceback" not in result.err
     as_json = cli("predict", trained, good[0], bad, "--json")

@@ -58,5 +58,7 @@ def unreadable(results: list[dict[str, Any]]) -> CnnzooError | None:
     bad = [item["error"] for item in results if "error" in item]
     if not bad:
         return None
-    return CnnzooError(f"{len(bad)} of {len(results)} images could not be read: "
-                       + "; ".join(bad))
+    if len(results) == 1:
+        return CnnzooError(bad[0])
+    return CnnzooError(f"{'; '.join(bad)} ({len(bad)} of {len(results)} images could not "
+                       "be read; the others are answered)")
