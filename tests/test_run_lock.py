@@ -106,6 +106,27 @@ def test_of_many_processes_racing_for_one_new_run_directory_exactly_one_wins(tmp
             assert f"process {winners[0][1]} is training into it" in message
 
 
+def _default(base: str, barrier, results) -> None:
+    barrier.wait()
+    results.put(str(runs.default_run_dir("same", Path(base), claim=True)))
+    barrier.wait()
+
+
+def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    n = 6
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_default, args=(str(tmp_path), barrier, results))
+             for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    paths = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert len(set(paths)) == n
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(p).name for p in paths)
+
+
 def test_a_sigkilled_holder_leaves_no_stale_lock(tmp_path, holder_process):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

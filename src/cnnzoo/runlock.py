@@ -123,12 +123,15 @@ def refuse_live(path: Path, action: str) -> None:
         raise RunBusy(path, pid if pid > 0 else None, action)
 
 
-def claim_new_run_dir(path: Path, has_run: Callable[[Path], bool]) -> RunLock:
+def claim_new_run_dir(path: Path, has_run: Callable[[Path], bool], *,
+                      exclusive: bool = False) -> RunLock:
     """Create `path` and lock it, or lock it if it exists and is empty of runs.
 
     `os.mkdir` is atomic: of two commands racing for one directory, one creates it.
     An existing directory (made by hand, or by `--out` on a restart) is taken when its
-    lock is free and `has_run` says it holds no run, both checked under the lock.
+    lock is free and `has_run` says it holds no run, both checked under the lock;
+    with `exclusive`, it raises FileExistsError instead, for the caller to pick
+    another name.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +141,8 @@ def claim_new_run_dir(path: Path, has_run: Callable[[Path], bool]) -> RunLock:
     try:
         os.mkdir(path)
     except FileExistsError:
+        if exclusive:
+            raise
         if not path.is_dir():
             raise CnnzooError(f"--out {path} is a file; give a directory for the run") from None
     except OSError as exc:

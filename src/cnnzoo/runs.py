@@ -68,14 +68,24 @@ def _torchvision_version() -> str:
         return str(torchvision.__version__)
 
 
-def default_run_dir(name: str, base: Path = Path("runs")) -> Path:
+def default_run_dir(name: str, base: Path = Path("runs"), *, claim: bool = False) -> Path:
+    """runs/NAME-TIME (or -2, -3, ... when taken). With `claim`, the directory is also
+    created and locked for this process, atomically: two runs started in the same
+    second get two directories."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = base / f"{name}-{stamp}"
     n = 1
-    while path.exists():
+    while True:
+        if not path.exists():
+            if not claim:
+                return path
+            try:
+                claim_new_run_dir(path, holds_run, exclusive=True)
+                return path
+            except FileExistsError:
+                pass  # another run took it between the check and the mkdir
         n += 1
         path = base / f"{name}-{stamp}-{n}"
-    return path
 
 
 def holds_run(path: Path) -> bool:

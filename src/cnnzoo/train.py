@@ -496,7 +496,7 @@ def fit(
         )
 
     if out is None:
-        out = dist.broadcast_path(runs.default_run_dir(config.name))
+        out = dist.broadcast_path(runs.default_run_dir(config.name, claim=dist.is_main))
     if resume is None:
         if dist.is_main:
             runs.claim_run_dir(out, restarted=restarted_before_checkpoint)
