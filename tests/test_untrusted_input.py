@@ -5,6 +5,7 @@ messages that name the `--set`."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -309,9 +310,10 @@ RESULT_KEYS = st.fixed_dictionaries({}, optional={
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(info=JSON | RUN_KEYS, results=JSON | RESULT_KEYS,
-       raw=st.binary(max_size=40) | st.none())
+       raw=st.binary(max_size=40) | st.none(), config=st.binary(max_size=60) | st.none(),
+       metrics=st.binary(max_size=60) | st.none())
 def test_reading_a_run_with_damaged_files_gives_a_result_or_one_clear_error(
-    tmp_path_factory, trained, info, results, raw
+    tmp_path_factory, trained, info, results, raw, config, metrics
 ):
     run = _copy_run(trained, tmp_path_factory.mktemp("damaged"))
     (run / runs.RUN).write_text(json.dumps(info))
@@ -319,6 +321,20 @@ def test_reading_a_run_with_damaged_files_gives_a_result_or_one_clear_error(
         (run / runs.RESULTS).write_text(json.dumps(results))
     else:
         (run / runs.RESULTS).write_bytes(raw)
+    if config is not None:
+        (run / runs.CONFIG).write_bytes(config)
+    if metrics is not None:
+        (run / runs.METRICS).write_bytes(metrics)
+        log = runs.CsvLog(run / runs.METRICS, runs.METRIC_FIELDS)  # what --resume reads
+        lines = io.BytesIO(metrics).readlines()
+        assert log.rows == max(0, len(lines) - 1)
+        log.truncate(1)
+        assert (run / runs.METRICS).read_bytes() == b"".join(lines[:2])
+    try:
+        rows = runs.read_metrics(run)
+        assert all(isinstance(r, dict) for r in rows)
+    except CnnzooError as exc:
+        assert "damaged" in str(exc)
     try:
         opened = runs.open_run(run)
         summary = summarize_run(run)

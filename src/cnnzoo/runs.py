@@ -26,7 +26,7 @@ from typing import Any
 
 from cnnzoo.config import ExperimentConfig, load_config
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
-from cnnzoo.files import atomic_write_text
+from cnnzoo.files import atomic_write_bytes, atomic_write_text
 from cnnzoo.runlock import RunLock, claim_new_run_dir, lock_run, refuse_live
 
 CONFIG = "config.yaml"
@@ -135,7 +135,7 @@ class CsvLog:
         self.fields = fields
         self.rows = 0
         if path.exists():
-            with open(path, newline="") as handle:
+            with open(path, "rb") as handle:  # bytes: a damaged file still has lines
                 self.rows = max(0, sum(1 for _ in handle) - 1)
 
     def truncate(self, rows: int) -> None:
@@ -143,9 +143,9 @@ class CsvLog:
         if not self.path.exists():
             self.rows = 0
             return
-        with open(self.path, newline="") as handle:
+        with open(self.path, "rb") as handle:
             lines = handle.readlines()[: rows + 1]
-        atomic_write_text(self.path, "".join(lines))
+        atomic_write_bytes(self.path, b"".join(lines))
         self.rows = max(0, len(lines) - 1)
 
     def append(self, rows: list[dict[str, Any]]) -> None:
@@ -163,8 +163,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CheckpointError(f"{path} is damaged: {exc}") from None
 
 
 @dataclass
