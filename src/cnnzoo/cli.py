@@ -344,7 +344,8 @@ def viz(
 @app.command()
 def tune(
     config: ConfigOption,
-    space: Annotated[Path, typer.Option("--space", help="the search space file (YAML)")],
+    space: Annotated[str, typer.Option("--space", help="a search space file (YAML), or the "
+                                       "name of a bundled one (configs/spaces)")],
     overrides: SetOption = None,
     trials: Annotated[
         int | None, typer.Option("--trials", min=1, help="finished trials the study ends with, "
@@ -379,9 +380,13 @@ def tune(
 
     trials: 24 / objective: val_accuracy / space: {train.optimizer.lr: {low: 1.0e-4,
     high: 0.1, log: true}, model.layers[1].conv.kernel: [3, 5, 7]}"""
+    import importlib.util
     import os
 
     from cnnzoo.config import load_config
+
+    if importlib.util.find_spec("optuna") is None:
+        raise CnnzooError("cnnzoo tune needs Optuna: pip install '.[tune]'")
     from cnnzoo.tune import TuneSettings, default_storage
     from cnnzoo.tune import tune as run_tune
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.config import ExperimentConfig, load_config, parse_override_key
+from cnnzoo.config import BUNDLED_DIRS, ExperimentConfig, load_config, parse_override_key
 from cnnzoo.errors import ConfigError, did_you_mean
 from cnnzoo.yamlio import YamlDocument, load_yaml, read_config_text
 
@@ -88,11 +88,32 @@ class SearchSpace:
         return OBJECTIVES[self.objective]
 
 
+def bundled_spaces() -> dict[str, Path]:
+    """Bundled spaces by name (configs/spaces/NAME.yaml)."""
+    for directory in BUNDLED_DIRS:
+        if (directory / "spaces").is_dir():
+            return {p.stem: p for p in sorted((directory / "spaces").glob("*.yaml"))}
+    return {}
+
+
+def resolve_space_path(name_or_path: str | Path) -> Path:
+    """A space file: an existing file, or the name of a bundled space."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_spaces()
+    stem = path.name.removesuffix(".yaml")
+    if len(path.parts) == 1 and stem in bundled:
+        return bundled[stem]
+    raise ConfigError(f"no search space file or bundled space named '{name_or_path}'"
+                      f"{did_you_mean(stem, bundled)}",
+                      fix=f"bundled spaces: {', '.join(bundled) or 'none'}")
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read a space file; a malformed one raises ConfigError with its file and line."""
+    path = resolve_space_path(path)
     source = str(path)
-    if not Path(path).is_file():
-        raise ConfigError(f"no search space file {path}", fix="give --space FILE.yaml")
     text = read_config_text(path)
     doc = load_yaml(text, source)
     data = doc.data

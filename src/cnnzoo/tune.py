@@ -7,7 +7,7 @@ processes; each asks the storage for a trial, trains it with `fit` into
 `OUT/trials/NNNN/`, and reports every epoch's validation metric to the pruner.
 
 A worker that dies mid-trial stops sending heartbeats; another worker then marks
-its trial failed and enqueues the same parameters again (RetryFailedTrialCallback),
+its trial failed and enqueues the same parameters again (RetryHeartbeatStaleTrialCallback),
 so the study still ends with the number of finished trials asked for.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat  # public API has no journal heartbeat
 from optuna.trial import TrialState
 
@@ -67,7 +67,7 @@ class _JournalHeartbeat(optuna.storages.JournalStorage, BaseHeartbeat):
     def __init__(self, path: str, interval: int) -> None:
         super().__init__(optuna.storages.journal.JournalFileBackend(path))
         self.interval = interval
-        self.retry = RetryFailedTrialCallback(max_retry=RETRIES)
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())
@@ -103,7 +103,7 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=heartbeat,
             grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
     except (ImportError, ValueError) as exc:
         raise CnnzooError(f"--storage {url}: {exc}") from None
 
@@ -111,7 +111,6 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
 def open_study(settings: TuneSettings, space: SearchSpace) -> optuna.Study:
     """Create the study, or load it when it exists and was started with the same space."""
     storage = open_storage(settings.storage, settings.heartbeat)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, space.trials // 3)))
     pruner: optuna.pruners.BasePruner = (
         optuna.pruners.MedianPruner(n_startup_trials=space.startup_trials,
@@ -183,6 +182,7 @@ class Objective:
             config = load_config(self.settings.config, [*self.settings.base, *overrides])
         except ConfigError as exc:
             trial.set_user_attr("error", str(exc))
+            print(f"trial {trial.number} not run: {exc}", file=sys.stderr)
             raise TrialRefused(str(exc)) from None
         run_dir = self.settings.out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
@@ -245,6 +245,8 @@ def run_worker(settings: TuneSettings, poll_seconds: float = 1.0) -> int:
     from cnnzoo.train import Interrupted
 
     torch.set_num_threads(settings.threads)
+    # Optuna would log every failed trial with its traceback; the table at the end says it.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     stop = _StopFlag()
     space = load_space(settings.space_path)
     study = open_study(settings, space)
@@ -289,16 +291,12 @@ def tune(settings: TuneSettings, show_progress: bool = True) -> optuna.Study:
 
     write_report(study, settings, space)
     if interrupted:
-        raise TuneInterrupted(settings)
+        # The trials the workers were training are recorded as failed; the resumed study
+        # runs others in their place.
+        print(f"stopped; the study is intact. Run the same command again to continue it "
+              f"(study '{settings.study}' in {settings.storage})", file=sys.stderr)
+        raise KeyboardInterrupt
     return study
-
-
-class TuneInterrupted(CnnzooError):
-    """Ctrl-C: the workers stopped, the study is intact."""
-
-    def __init__(self, settings: TuneSettings) -> None:
-        super().__init__("stopped; the study is intact. Run the same command again to "
-                         f"continue it (study '{settings.study}' in {settings.storage})")
 
 
 def _run_workers(settings: TuneSettings, study: optuna.Study, show_progress: bool) -> bool:
