@@ -224,6 +224,28 @@ def test_the_pruner_stops_a_hopeless_trial(tmp_path):
     assert not (run / "results.json").exists()
 
 
+def test_the_last_epoch_is_never_pruned(tmp_path):
+    """Pruning after the last epoch saves nothing; the trial completes with a test result."""
+    from cnnzoo.space import load_space
+    from cnnzoo.tune import Objective, open_study
+
+    space_text = ("trials: 3\nstartup_trials: 1\nwarmup_epochs: 0\n"
+                  "space:\n  train.optimizer.lr: {low: 1.0e-7, high: 0.1, log: true}\n")
+    settings = _settings(tmp_path, 2, config=tiny(tmp_path, epochs=1),
+                         space=space_file(tmp_path, text=space_text))
+    space = load_space(settings.space_path)
+    study = open_study(settings, space)
+    lr = optuna.distributions.FloatDistribution(1e-7, 0.1, log=True)
+    study.add_trial(optuna.trial.create_trial(
+        params={"train.optimizer.lr": 0.01}, distributions={"train.optimizer.lr": lr},
+        value=0.95, intermediate_values={1: 0.95}))
+    study.enqueue_trial({"train.optimizer.lr": 1e-7})
+    study.optimize(Objective(settings, space), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == TrialState.COMPLETE and trial.value < 0.95
+    assert "test_accuracy" in trial.user_attrs
+
+
 def _finished(study_dir: Path, name: str = "s") -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}")
     return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -244,21 +266,22 @@ def test_a_study_with_two_workers_then_resumed(tmp_path):
         stored = load_config(run / "config.yaml")
         assert stored.train.optimizer.lr == pytest.approx(trial.params["train.optimizer.lr"])
         assert stored.train.loss.name == trial.params["train.loss"]
-        assert stored.model.layers[1].params.kernel == (trial.params[
-            "model.layers[1].conv.kernel"],) * 2
+        conv = stored.model.layers[1]
+        assert conv.kernel == (trial.params["model.layers[1].conv.kernel"],) * 2
+        assert conv.padding_mode == trial.params["model.layers[1].conv.padding_mode"]
     with open(out / "trials.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 3
     for name in ("best.yaml", "history.png", "slice.png"):
         assert (out / name).is_file(), name
     best = load_config(out / "best.yaml")
     assert best.name == "tiny-tuned" and best.data.dataset == "fake"
-    stamps = {p.name: p.stat().st_mtime for p in (out / "trials").glob("*/results.json")}
+    stamps = {p.parent.name: p.stat().st_mtime for p in (out / "trials").glob("*/results.json")}
 
     again = run_process(*args, "--trials", "5")
     assert again.code == 0, again.err
     assert len(_finished(out)) == 5
-    assert {p.name: p.stat().st_mtime for p in (out / "trials").glob("*/results.json")
-            if p.parent.name in {Path(t).name for t in stamps}} == stamps
+    assert {p.parent.name: p.stat().st_mtime for p in (out / "trials").glob("*/results.json")
+            if p.parent.name in stamps} == stamps  # the first three were not run again
     assert len(list((out / "trials").iterdir())) == 5  # only the two missing ones ran
 
     trained = run_process("train", "-c", out / "best.yaml", "--out", tmp_path / "best", "-q")

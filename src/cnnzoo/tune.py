@@ -158,7 +158,8 @@ class PruneOnEpoch(Callback):
         self.epochs = epoch + 1
         self.last = float(val[self.metric])
         self.trial.report(self.last, epoch + 1)
-        if self.trial.should_prune():
+        # After the last epoch there is nothing left to save: the trial completes.
+        if epoch + 1 < ctx.config.train.epochs and self.trial.should_prune():
             raise optuna.TrialPruned(f"epoch {epoch + 1}: {self.metric} {self.last:.4f}")
 
 
