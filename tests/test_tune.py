@@ -246,6 +246,30 @@ def test_the_last_epoch_is_never_pruned(tmp_path):
     assert "test_accuracy" in trial.user_attrs
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_silent_trial_is_failed_and_retried_on_every_storage(tmp_path, kind):
+    """The heartbeat machinery the workers rely on, on both kinds of storage: a trial
+    whose worker stopped beating is failed and its parameters are enqueued again."""
+    from cnnzoo.tune import open_storage
+
+    url = (f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite"
+           else f"journal:{tmp_path / 'study.log'}")
+    study = optuna.create_study(storage=open_storage(url, 1), study_name="s")
+    alive, silent = study.ask(), study.ask()
+    silent.suggest_int("x", 0, 9)
+    study._storage.record_heartbeat(silent._trial_id)
+    for _ in range(5):  # 5 s: past the grace period of 3 beats
+        study._storage.record_heartbeat(alive._trial_id)
+        time.sleep(1.0)
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.trials}
+    assert states[alive.number] == TrialState.RUNNING
+    assert states[silent.number] == TrialState.FAIL
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == silent.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].params == study.trials[silent.number].params
+
+
 def _finished(study_dir: Path, name: str = "s") -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}")
     return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -332,3 +356,32 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(tmp_path):
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == failed[0].params
     assert len(_finished(out)) == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_the_same_command_continues(tmp_path):
+    out = tmp_path / "study"
+    space = space_file(tmp_path, 2).read_text().replace("startup_trials: 1", "prune: false")
+    args = ["tune", "-c", str(tiny(tmp_path, epochs=4)), "--space",
+            str(write(tmp_path / "space.yaml", space)), "--out", str(out), "--study", "s",
+            "--workers", "2", "-q"]
+    # A terminal's Ctrl-C reaches the whole process group: the command and its workers.
+    process = subprocess.Popen([sys.executable, "-m", "cnnzoo", *args], start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any(
+                p.stat().st_size > 0 for p in (out / "trials").glob("*/metrics.csv")):
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "the study is intact" in err and "Traceback" not in err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 'study.db'}")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    again = run_process(*args)
+    assert again.code == 0, again.err
+    assert len(_finished(out)) == 2

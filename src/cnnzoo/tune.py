@@ -136,10 +136,11 @@ def open_study(settings: TuneSettings, space: SearchSpace) -> optuna.Study:
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
-    """(finished, running) trials; a surplus trial was never run and does not count."""
+    """(finished, running) trials. A waiting trial (a retry) is not counted: it is what
+    the next worker to ask gets."""
     trials = study.get_trials(deepcopy=False)
     finished = sum(t.state in FINISHED for t in trials)
-    running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
     return finished, running
 
 
