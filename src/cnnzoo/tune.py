@@ -287,6 +287,7 @@ def tune(settings: TuneSettings, show_progress: bool = True) -> optuna.Study:
     validate_space(space, settings.config, list(settings.base))
     settings = replace(settings, trials=settings.trials or space.trials)
     settings.out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar says what INFO would
     study = open_study(settings, space)
     interrupted = _run_workers(settings, study, show_progress)
     from cnnzoo.tune_report import write_report

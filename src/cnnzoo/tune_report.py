@@ -143,7 +143,7 @@ def _save(draw: Callable[[], Any], path: Path) -> bool:
             axes = draw()
             first = axes.flat[0] if hasattr(axes, "flat") else axes
             figure = first.get_figure()
-            figure.set_size_inches(max(6.4, figure.get_size_inches()[0]), 4.8)
+            figure.set_size_inches(max(9.0, figure.get_size_inches()[0]), 4.8)  # long key names
             figure.tight_layout()
         from cnnzoo.files import atomic_write_with
 
