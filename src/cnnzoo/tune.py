@@ -278,6 +278,7 @@ def _worker_main(settings: TuneSettings) -> None:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(code)  # no atexit work from the parent's modules in a spawned child
 
 
