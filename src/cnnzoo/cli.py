@@ -251,7 +251,8 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
-    """The most likely classes, with probabilities, for image files."""
+    """The most likely classes, with probabilities, for image files (for a run trained
+    with the svm or margin loss: the class scores, which are not probabilities)."""
     from cnnzoo.predict import predict_files, unreadable
 
     _check_device(device)
@@ -261,7 +262,9 @@ def predict(
     else:
         for item in results:
             if "top" in item:
-                guesses = ", ".join(f"{g['class']} {g['probability']:.1%}" for g in item["top"])
+                guesses = ", ".join(
+                    f"{g['class']} {g['probability']:.1%}" if "probability" in g
+                    else f"{g['class']} score {g['score']:.3f}" for g in item["top"])
                 print(f"{item['image']}: {guesses}")
     error = unreadable(results)  # every readable file is answered first
     if error is not None:
@@ -355,6 +358,66 @@ def viz(
     _check_device(device)
     for path in visualize_run(run_dir, image, out, device):
         print(path)
+
+
+@app.command()
+def tune(
+    config: ConfigOption,
+    space: Annotated[str, typer.Option("--space", help="a search space file (YAML), or the "
+                                       "name of a bundled one (configs/spaces)")],
+    overrides: SetOption = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="finished trials the study ends with, "
+                                 "in total (default: the space's trials)"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="worker processes on this machine, "
+                          "sharing its cores")
+    ] = 1,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="an Optuna storage URL (e.g. "
+                                 "postgresql://host/db) or journal:PATH; default: "
+                                 "sqlite in OUT")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="the study's name (default: the config's)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="directory for the trials and the report "
+                                  "(default tune/NAME)")
+    ] = None,
+    data_root: Annotated[str | None, typer.Option("--data-root")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps")] = None,
+    heartbeat: Annotated[
+        int, typer.Option("--heartbeat", min=1, help="seconds between a worker's signs of "
+                          "life; a trial silent for 3x this is failed and run again")
+    ] = 10,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Search hyperparameters with Optuna (TPE, median pruning): each trial is a run in
+    OUT/trials/; the same command again continues the study. A space file:
+
+    trials: 24 / objective: val_accuracy / space: {train.optimizer.lr: {low: 1.0e-4,
+    high: 0.1, log: true}, model.layers[1].conv.kernel: [3, 5, 7]}"""
+    import importlib.util
+    import os
+
+    from cnnzoo.config import load_config
+
+    if importlib.util.find_spec("optuna") is None:
+        raise CnnzooError("cnnzoo tune needs Optuna: pip install '.[tune]'")
+    from cnnzoo.tune import TuneSettings, default_storage
+    from cnnzoo.tune import tune as run_tune
+
+    name = load_config(config, overrides or []).name
+    out = out if out is not None else Path("tune") / name
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    run_tune(TuneSettings(
+        config=config, base=tuple(overrides or []), space_path=str(space), out=out,
+        storage=storage or default_storage(out), study=study or name, trials=trials or 0,
+        workers=workers, threads=max(1, (cores or 1) // workers), heartbeat=heartbeat,
+        data_root=data_root, device=device,
+    ), show_progress=not quiet)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -155,7 +155,7 @@ class SchedulerConfig:
 
 
 # Registered in losses.py; named here so that validating a config needs no torch.
-LOSS_NAMES = ["cross_entropy"]
+LOSS_NAMES = ["cross_entropy", "svm"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +163,10 @@ class LossConfig:
     name: str = param("cross_entropy", kind=choice_kind(LOSS_NAMES), doc="the loss")
     label_smoothing: float = param(
         0.0, kind=float_kind(0.0, below=1.0), doc="spread this much of the target over all classes"
+    )
+    margin: float = param(
+        1.0, kind=float_kind(0.0), doc="svm: the margin by which the true class's score must "
+        "beat every other (Weston-Watkins hinge; the L2 term is train.optimizer.weight_decay)"
     )
 
 

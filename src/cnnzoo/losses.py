@@ -66,3 +66,19 @@ def _cross_entropy(config: LossConfig) -> Loss:
                                reduction=reduction)
 
     return Loss("cross_entropy", fn, probabilities=True)
+
+
+@register_loss("svm")
+def _multiclass_svm(config: LossConfig) -> Loss:
+    """The multiclass SVM (hinge) loss of the cs231n notes, Weston and Watkins' form:
+    sum over j != y of max(0, s_j - s_y + margin), averaged over the batch."""
+    margin = config.margin
+
+    def fn(scores: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+        true = scores.gather(1, labels[:, None])  # (B, 1)
+        hinge = (scores - true + margin).clamp(min=0)  # (B, K)
+        # The true class would add max(0, margin) = margin to every row: it is not a term.
+        per_image = hinge.sum(1) - margin  # (B,)
+        return per_image.mean() if reduction == "mean" else per_image.sum()
+
+    return Loss("svm", fn, probabilities=False)

@@ -10,6 +10,7 @@ import torch
 from cnnzoo import runs
 from cnnzoo.errors import CnnzooError, DataError
 from cnnzoo.imageio import read_image
+from cnnzoo.losses import create_loss
 from cnnzoo.shapes import Volume
 from cnnzoo.train import load_run_model, predict_logits, resolve_device, run_transform
 
@@ -18,7 +19,11 @@ def predict_files(run_dir: Path, images: list[Path], top: int = 3,
                   device: str = "auto") -> list[dict[str, Any]]:
     """Top-`top` classes with probabilities for each image, preprocessed as in training
     (converted to the input's channels, resized to its W x H, normalised). An image
-    that cannot be read gets {"image", "error"} in its place; the others are answered."""
+    that cannot be read gets {"image", "error"} in its place; the others are answered.
+
+    A run trained with a loss that fits no probabilities (svm, margin) gets its raw class
+    scores under `score` instead: a softmax of such scores would look like a probability
+    without being one."""
     run = runs.open_run(run_dir)
     torch_device = resolve_device(device)
     model = load_run_model(run, torch_device)
@@ -33,21 +38,23 @@ def predict_files(run_dir: Path, images: list[Path], top: int = 3,
             pixels.append(read_image(Path(path), volume))
         except DataError as exc:
             errors[i] = str(exc)
-    probs = iter(())
+    label = "probability" if create_loss(run.config.train.loss).probabilities else "score"
+    answers = iter(())
     if pixels:
         batch = torch.stack(pixels).to(torch_device)
         with torch.no_grad():
-            probs = iter(predict_logits(model, transform.normalize(batch),
-                                        run.config.train.tta).float().softmax(1).cpu())
+            scores = predict_logits(model, transform.normalize(batch),
+                                    run.config.train.tta).float().cpu()
+        answers = iter(scores.softmax(1) if label == "probability" else scores)
     results: list[dict[str, Any]] = []
     for i, path in enumerate(images):
         if i in errors:
             results.append({"image": str(path), "error": errors[i]})
             continue
-        values, index = next(probs).topk(min(top, len(run.classes)))
+        values, index = next(answers).topk(min(top, len(run.classes)))
         results.append({
             "image": str(path),
-            "top": [{"class": run.classes[k], "index": int(k), "probability": float(v)}
+            "top": [{"class": run.classes[k], "index": int(k), label: float(v)}
                     for v, k in zip(values.tolist(), index.tolist(), strict=True)],
         })
     return results
