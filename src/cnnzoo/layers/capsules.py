@@ -27,7 +27,7 @@ from cnnzoo.plan import LayerPlan, Planner
 from cnnzoo.registry import Inferred, LayerSpec, register_layer
 from cnnzoo.shapes import Pair, Volume
 
-SQUASH_EPS = 1e-8  # keeps the gradient of |s| finite at s = 0
+SQUASH_EPS = 1e-12  # keeps the gradient of |s| finite at s = 0
 
 
 def squash(s: torch.Tensor, dim: int = -1) -> torch.Tensor:
