@@ -231,3 +231,20 @@ def test_margin_keys_belong_to_the_margin_loss(cli, tmp_path):
     assert result.code == 2
     assert "m_plus only apply to the margin loss" in result.err
     assert "set name: margin" in result.err
+
+
+def test_viz_shows_capsule_lengths_and_the_reconstruction():
+    from cnnzoo.viz import activation_volumes
+
+    torch.manual_seed(5)
+    model = cnnzoo.build_model(cnnzoo.load_config("capsnet-small")).eval()
+    x = torch.rand(1, 1, 28, 28)
+    panels = {plan.type_name: volume for plan, volume in activation_volumes(model, x)}
+    assert set(panels) == {"conv", "primary_capsules", "capsules", "decoder"}
+    lengths = model(x)[0].detach().numpy()
+    np.testing.assert_allclose(panels["capsules"].values.ravel(), lengths, rtol=1e-5,
+                               atol=1e-6)
+    assert f"capsule {int(lengths.argmax())}" in panels["capsules"].title
+    assert panels["decoder"].values.shape == (1, 28, 28)
+    np.testing.assert_allclose(panels["decoder"].values, model.layers[5].reconstruction[0]
+                               .detach().numpy())
