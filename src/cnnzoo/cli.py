@@ -250,7 +250,8 @@ def predict(
         print(json.dumps(results, indent=2))
         return
     for item in results:
-        guesses = ", ".join(f"{g['class']} {g['probability']:.1%}" for g in item["top"])
+        guesses = ", ".join(f"{g['class']} {g['probability']:.1%}" if "probability" in g
+                            else f"{g['class']} (score {g['score']:.3f})" for g in item["top"])
         print(f"{item['image']}: {guesses}")
 
 
