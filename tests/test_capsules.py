@@ -4,6 +4,7 @@ plain loop over input and output capsules."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -148,6 +149,10 @@ def test_capsule_volumes_print_as_capsules_times_dim(cli):
     assert result.code == 0, result.err
     assert "6x6x(32x8)" in result.out and "1x1x(10x16)" in result.out
     assert "8,215,568" in result.out
+    layers = json.loads(cli("summary", "--config", "capsnet", "--json").out)["layers"]
+    assert [(x["output"], x.get("capsules")) for x in layers[3:]] == [
+        ([6, 6, 256], [32, 8]), ([1, 1, 160], [10, 16]), ([1, 1, 160], [10, 16]),
+        ([1, 1, 10], None)]
 
 
 def test_decoder_masks_by_label_in_training_and_by_longest_capsule_otherwise():
@@ -266,8 +271,6 @@ train: {epochs: 2, batch_size: 32, optimizer: {name: adam, lr: 0.01}, loss: marg
 def test_capsule_network_trains_evaluates_predicts_and_draws(tmp_path, cli):
     """The whole path on fake Fashion-MNIST files: the step adds the reconstruction
     loss, and eval, predict and viz read the run like any other."""
-    import json
-
     from PIL import Image
 
     from tests.datafiles import class_images, write_mnist
