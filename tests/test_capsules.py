@@ -215,12 +215,14 @@ BAD = "model:\n  layers:\n    - input: {width: 28, height: 28, depth: 1}\n"
      ["in_dim 8 does not divide the 30 filters of layers[1] conv", "Received: in_dim=8"], 5),
     ("    - conv: 32\n    - capsules: 10\n", ["set in_dim", "primary_capsules"], 5),
     ("    - conv: 8\n    - length\n", ["length needs capsules", "after a capsules layer"], 5),
+    ("    - primary_capsules: {capsules: 4, kernel: 9, stride: 2}\n    - capsules: 10\n",
+     ["gives 160 outputs but fashion_mnist has 10 classes", "add '- length' after it"], 5),
     ("    - conv: 8\n    - decoder: [64]\n",
      ["decoder reads a vector of capsules", "right after a capsules layer"], 5),
 ])
 def test_capsule_config_errors(cli, tmp_path, layers, fragments, line):
     path = tmp_path / "bad.yaml"
-    path.write_text(BAD + layers)
+    path.write_text(BAD + layers + "data: {dataset: fashion_mnist}\n")
     result = cli("summary", "--config", path)
     assert result.code == 2
     assert "Traceback" not in result.err
@@ -314,3 +316,16 @@ def test_training_loss_includes_the_weighted_reconstruction_error():
         .flatten(1)).view(8, 1, 28, 28)
     expected = margin + 0.0005 * ((reconstruction - x) ** 2).sum() / 8
     torch.testing.assert_close(margin + model.auxiliary_loss(x), expected)
+
+
+def test_capsules_stack_on_capsules():
+    text = ("model:\n  layers:\n    - input: {width: 28, height: 28, depth: 1}\n"
+            "    - primary_capsules: {capsules: 4, dim: 4, kernel: 9, stride: 3}\n"
+            "    - capsules: {units: 6, dim: 8, routing: 2}\n"
+            "    - capsules: {units: 3, dim: 12}\n    - length\n")
+    plan = cnnzoo.plan_experiment(cnnzoo.load_config(text))
+    assert str(plan.layers[3].output) == "1x1x(3x12)"
+    assert plan.layers[3].params == 6 * 3 * 12 * 8  # W_ij for 6 input and 3 output capsules
+    model = cnnzoo.build_model(plan)
+    assert sum(p.numel() for p in model.parameters()) == plan.total_params
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 3)

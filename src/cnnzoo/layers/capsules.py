@@ -149,8 +149,7 @@ class CapsulesSpec(LayerSpec):
             raise where.error(
                 f"capsules needs capsules (or a conv) as its input, but {planner.after} is "
                 f"neither a capsule layer nor a conv",
-                fix="put a primary_capsules layer before it (a relu after a conv also breaks "
-                "the grouping: capsules are squashed instead)",
+                fix="put a primary_capsules layer before it (or a conv, with in_dim)",
             )
         if self.in_dim is None:
             raise where.error(
