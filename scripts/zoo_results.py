@@ -82,6 +82,8 @@ PUBLISHED = (
     Published("ResNet18, with flips, translation and rotation", 0.949, "Kyriakos Efthymiadis",
               ("resnet20", "resnet-small")),
     Published("WRN-28-10 + random erasing", 0.963, "Zhong et al. (Random Erasing)", ()),
+    Published("Capsule Network 8M parameters, shifts of up to 2 pixels and flips", 0.936,
+              "@XifengGuo", ("capsnet", "capsnet-small")),
 )
 
 
@@ -448,7 +450,8 @@ def _published_section(records: dict[str, dict[str, Any]]) -> list[str]:
         label = "-" if ours is None else f"`{ours}`" + (" (best here)" if not item.closest else "")
         lines.append(f"| {item.model} | {item.accuracy:.2%} | {item.submitter} | {label} | "
                      f"{_pct(_accuracy(records, ours) if ours else None)} |")
-    return [*lines, ""]
+    return [*lines, "", "CapsNet's own measurements (short CPU runs, step times, what `viz` "
+            "shows) are in [capsules.md](capsules.md).", ""]
 
 
 def render_markdown(records: dict[str, dict[str, Any]], order: list[str],

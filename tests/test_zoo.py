@@ -136,6 +136,7 @@ PUBLISHED_PARAMS = [
     ("resnet20", 270_000, -4),  # He et al. 2016, Table 6: 0.27M
     ("all-cnn-c", 1_400_000, -5),  # Springenberg et al. 2015: 1.4M
     ("nin", 970_000, -4),  # the NIN CIFAR-10 Caffe model: 0.97M
+    ("capsnet", 8_215_568, 0),  # Sabour et al. 2017 with the decoder, counted by hand
 ]
 
 

@@ -352,7 +352,8 @@ def viz(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """The activation volume of every conv, local and pool layer for one image, each a
-    grid of its depth slices (W x H x D as D tiles)."""
+    grid of its depth slices (W x H x D as D tiles); for capsule networks also the
+    capsules' lengths and the decoder's reconstruction."""
     from cnnzoo.viz import visualize_run
 
     _check_device(device)

@@ -155,7 +155,7 @@ class SchedulerConfig:
 
 
 # Registered in losses.py; named here so that validating a config needs no torch.
-LOSS_NAMES = ["cross_entropy", "svm"]
+LOSS_NAMES = ["cross_entropy", "svm", "margin"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +168,30 @@ class LossConfig:
         1.0, kind=float_kind(0.0), doc="svm: the margin by which the true class's score must "
         "beat every other (Weston-Watkins hinge; the L2 term is train.optimizer.weight_decay)"
     )
+    m_plus: float = param(
+        0.9, kind=float_kind(0.0), doc="margin: a present class's score should reach m+"
+    )
+    m_minus: float = param(
+        0.1, kind=float_kind(0.0), doc="margin: an absent class's score should stay below m-"
+    )
+    absent_weight: float = param(
+        0.5, kind=float_kind(0.0), doc="margin: lambda, the weight of the absent classes' term"
+    )
+
+    def check(self, where: Where) -> None:
+        margin_keys = [k for k, default in (("m_plus", 0.9), ("m_minus", 0.1),
+                                            ("absent_weight", 0.5)) if getattr(self, k) != default]
+        if self.name != "margin" and margin_keys:
+            raise where.error(
+                f"{', '.join(margin_keys)} only apply to the margin loss, but the loss is "
+                f"{self.name}", margin_keys[0], fix=f"set name: margin or remove {margin_keys[0]}",
+            )
+        if self.name == "margin" and self.label_smoothing:
+            raise where.error(
+                "label_smoothing applies to cross_entropy, not to the margin loss. "
+                f"Received: label_smoothing={self.label_smoothing:g}", "label_smoothing",
+                fix="remove label_smoothing",
+            )
 
 
 _DEVICE = Kind(

@@ -82,3 +82,18 @@ def _multiclass_svm(config: LossConfig) -> Loss:
         return per_image.mean() if reduction == "mean" else per_image.sum()
 
     return Loss("svm", fn, probabilities=False)
+@register_loss("margin")
+def _margin(config: LossConfig) -> Loss:
+    """Sabour et al. 2017, eq. 4, summed over the classes: a present class k pays
+    max(0, m+ - score_k)^2, an absent one lambda * max(0, score_k - m-)^2. The scores
+    are capsule lengths in [0, 1)."""
+    m_plus, m_minus, weight = config.m_plus, config.m_minus, config.absent_weight
+
+    def fn(scores: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+        present = F.one_hot(labels, scores.shape[1]).to(scores.dtype)
+        per_class = (present * F.relu(m_plus - scores) ** 2
+                     + weight * (1.0 - present) * F.relu(scores - m_minus) ** 2)
+        per_image = per_class.sum(1)
+        return per_image.sum() if reduction == "sum" else per_image.mean()
+
+    return Loss("margin", fn, probabilities=False)

@@ -333,6 +333,8 @@ def _plan_experiment(config: ExperimentConfig) -> Plan:
             f"the last layer gives {out.depth} outputs but {data.dataset} has {classes} classes",
             where=last.where.label,
             path=last.where.path,
-            fix=f"make the last layer produce {classes} units (e.g. '- fc: {classes}')",
+            fix=(f"add '- length' after it: each of its {classes} capsules' length is a class "
+                 "score") if out.capsule_dim and out.capsules == classes
+            else f"make the last layer produce {classes} units (e.g. '- fc: {classes}')",
         )
     return plan

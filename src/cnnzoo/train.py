@@ -613,8 +613,8 @@ def fit(
                 x = transform.train(images, step_seed(train_cfg.seed, epoch, position.batch))
                 lr = optimizer.param_groups[0]["lr"]
                 with autocast(torch_device, precision):
-                    logits = train_model(x)
-                    loss = loss_fn(logits.float(), labels)
+                    logits = train_model(x, labels)
+                    loss = loss_fn(logits.float(), labels) + model.auxiliary_loss(x)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
