@@ -195,26 +195,48 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
 
 
 RunDir = Annotated[Path, typer.Argument(help="a run directory made by cnnzoo train")]
+RunSource = Annotated[
+    str, typer.Argument(help="a run directory made by cnnzoo train; with --pretrained, a "
+                        "bundled config's name, a packed .safetensors file or an "
+                        "https://...#sha256=HEX URL")
+]
+PretrainedFlag = Annotated[
+    bool, typer.Option("--pretrained", help="use the trained weights shipped with cnnzoo "
+                       "for the config SOURCE (cnnzoo zoo lists them), or those of a packed "
+                       "file or URL")
+]
+
+
+def _run_dir(source: str, pretrained: bool) -> Path:
+    """The run directory to read: SOURCE itself, or its verified pretrained weights
+    unpacked into the cache."""
+    if not pretrained:
+        return Path(source)
+    from cnnzoo.pretrained import unpack
+
+    return unpack(source)
 
 
 @app.command(name="eval")
 def eval_(
-    run_dir: RunDir,
+    source: RunSource,
     split: Annotated[str, typer.Option("--split", help="test, val or train")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_root: Annotated[str | None, typer.Option("--data-root")] = None,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    pretrained: PretrainedFlag = False,
 ) -> None:
     """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
     from cnnzoo.train import evaluate_run
 
     if split not in ("test", "val", "train"):
         raise CnnzooError(f"--split must be test, val or train, got '{split}'")
+    run_dir = _run_dir(source, pretrained)
     result, classes = evaluate_run(run_dir, split, data_root, device)
     per_class = result.per_class()
     if as_json:
         print(json.dumps({
-            "run": str(run_dir), "split": split, "accuracy": result.accuracy,
+            "run": source, "split": split, "accuracy": result.accuracy,
             "loss": result.loss, "samples": result.samples,
             "per_class": dict(zip(classes, per_class, strict=True)),
             "classes": classes, "confusion": result.confusion.tolist(),
@@ -222,7 +244,7 @@ def eval_(
         return
     from cnnzoo.summary import format_table
 
-    print(f"{run_dir} on {split}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
+    print(f"{source} on {split}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
           f"{result.samples:,} images\n")
     rows = [(name, f"{acc:.2%}", f"{int(result.confusion[i].sum()):,}")
             for i, (name, acc) in enumerate(zip(classes, per_class, strict=True))]
@@ -236,16 +258,17 @@ def eval_(
 
 @app.command()
 def predict(
-    run_dir: RunDir,
+    source: RunSource,
     images: Annotated[list[Path], typer.Argument(help="image files (png, jpg, ...)")],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="classes to show")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    pretrained: PretrainedFlag = False,
 ) -> None:
     """The most likely classes, with probabilities, for image files."""
     from cnnzoo.predict import predict_files
 
-    results = predict_files(run_dir, images, top, device)
+    results = predict_files(_run_dir(source, pretrained), images, top, device)
     if as_json:
         print(json.dumps(results, indent=2))
         return
@@ -322,19 +345,24 @@ def compare(
 
 @app.command()
 def viz(
-    run_dir: RunDir,
+    source: RunSource,
     image: Annotated[Path, typer.Option("--image", "-i", help="an image file (png, jpg, ...)")],
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="a .png (one picture) or a directory (one per layer); "
-                     "default RUN_DIR/activations-IMAGE.png"),
+                     "default RUN_DIR/activations-IMAGE.png; with --pretrained "
+                     "./activations-NAME-IMAGE.png"),
     ] = None,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    pretrained: PretrainedFlag = False,
 ) -> None:
     """The activation volume of every conv, local and pool layer for one image, each a
     grid of its depth slices (W x H x D as D tiles)."""
     from cnnzoo.viz import visualize_run
 
+    run_dir = _run_dir(source, pretrained)
+    if out is None and pretrained:
+        out = Path(f"activations-{run_dir.name.rsplit('-', 1)[0]}-{image.stem}.png")
     for path in visualize_run(run_dir, image, out, device):
         print(path)
 

@@ -305,3 +305,14 @@ def download(url: str) -> tuple[Path, str]:
     except OSError as exc:
         raise CnnzooError(f"cannot download {bare}: {exc}") from None
     return target, expected
+
+
+def pack_for_zoo(run_dir: Path, adaptation: list[str], configs_dir: Path,
+                 record: dict[str, Any]) -> dict[str, Any] | None:
+    """The `pretrained` record of a zoo measurement: the run's packed weights when it
+    trained on the config's own dataset and input (an adapted run's weights are not the
+    config's), with the measurement's command, date and machine."""
+    if adaptation:
+        return None
+    return pack_run(run_dir, configs_dir / WEIGHTS_DIR, command=record["command"],
+                    machine=record["machine"], date=record["date"])
