@@ -131,6 +131,13 @@ def train(
                      "or sharing the CPU cores (starts torchrun; batch_size stays the global "
                      "batch)"),
     ] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option("--init-from", help="start from trained weights: a bundled config's "
+                     "name (its pretrained weights), a run directory, a weights file or an "
+                     "https://...#sha256=HEX URL; layers whose name and shape match are "
+                     "loaded"),
+    ] = None,
 ) -> None:
     """Train a network on its dataset and save the run (weights, metrics, results)."""
     from cnnzoo.config import load_config
@@ -143,6 +150,9 @@ def train(
         TrainConfig.__dataclass_fields__["device"].metadata["kind"].parse(
             device, "--device", Where("--device", ())
         )
+    if init_from is not None and resume is not None:
+        raise CnnzooError("--init-from starts a new run; --resume continues one from its own "
+                          "weights: give one of them")
     if resume is not None:
         cfg = (load_config(config, overrides or []) if config is not None
                else load_config_for_resume(resume, overrides or []))
@@ -152,16 +162,18 @@ def train(
         cfg = load_config(config, overrides or [])
     if nproc is not None and nproc > 1:
         code = _launch_processes(nproc, cfg, config, overrides or [], out, data_root, device,
-                                 resume, quiet)
+                                 resume, quiet, init_from)
         if code:
             raise typer.Exit(code)
         return
-    fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet)
+    fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet,
+        init_from=init_from)
 
 
 def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
                       overrides: list[str], out: Path | None, data_root: str | None,
-                      device: str | None, resume: Path | None, quiet: bool) -> int:
+                      device: str | None, resume: Path | None, quiet: bool,
+                      init_from: str | None = None) -> int:
     """`cnnzoo train` with the same options in `nproc` processes under torchrun. The run
     directory is chosen here, so that a restarted worker finds the run it belongs to, and
     what can be refused is refused here, once, rather than by every process."""
@@ -191,6 +203,8 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
         args += ["--device", device]
     if quiet:
         args.append("--quiet")
+    if init_from is not None:
+        args += ["--init-from", init_from]
     return launch(nproc, args)
 
 
@@ -365,6 +379,28 @@ def viz(
         out = Path(f"activations-{run_dir.name.rsplit('-', 1)[0]}-{image.stem}.png")
     for path in visualize_run(run_dir, image, out, device):
         print(path)
+
+
+@app.command()
+def export(
+    source: RunSource,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx, torchscript or exported "
+                                     "(a torch.export .pt2)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the file to write")],
+    pretrained: PretrainedFlag = False,
+    with_preprocessing: Annotated[
+        bool, typer.Option("--with-preprocessing", help="take uint8 images N x C x H x W as "
+                           "the dataset stores them; the run's channels, resize, pad and "
+                           "normalisation happen inside the graph")
+    ] = False,
+) -> None:
+    """A trained network as a file that runs without cnnzoo (dynamic batch size), checked
+    against the PyTorch module before it is kept."""
+    from cnnzoo.export import check_format, export_run
+
+    check_format(fmt)
+    result = export_run(_run_dir(source, pretrained), fmt, out, with_preprocessing)
+    print(f"wrote {result.path} ({fmt}; input: {result.inputs})")
 
 
 def run(argv: list[str] | None = None) -> int:
