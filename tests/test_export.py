@@ -17,7 +17,7 @@ from cnnzoo.export import FORMATS, LOADERS, Preprocess, write_checked
 from cnnzoo.layers.padding import PADDING_MODES
 from cnnzoo.registry import list_layer_types
 from cnnzoo.shapes import Volume
-from tests.test_pretrained import trained_run  # noqa: F401  (a fixture)
+from tests.test_pretrained import fake_mnist, private_cache, trained_run  # noqa: F401 (fixtures)
 
 # One small network per case, between a 12x12x2 input and a 3-unit classifier.
 CONV = "- conv: {filters: 4, kernel: 3}"
@@ -46,7 +46,10 @@ CASES: dict[str, str] = {
 }
 # What an exporter cannot express, each with the layer its error must name.
 UNEXPORTABLE = {
-    ("conv-fft", "onnx"): "model.layers[1] (conv",
+    **{("conv-fft", fmt): "model.layers[1] (conv): conv 5x5/1 pad 2, 4 fft" for fmt in FORMATS},
+    # TorchScript cannot record the autograd.Function that computes a local layer.
+    **{(f"local-{mode}", "torchscript"): "model.layers[1] (local): local 3x3/1"
+       for mode in PADDING_MODES},
 }
 
 

@@ -38,6 +38,12 @@ from cnnzoo.shapes import Volume
 FORMATS = ("onnx", "torchscript", "exported")
 METADATA_FILE = "cnnzoo.json"  # the metadata's name inside TorchScript and .pt2 archives
 CHECK_BATCH = 4
+# Where to turn when a layer does not export in a format.
+OTHER_FORMATS = {
+    "onnx": "try --format exported or torchscript",
+    "torchscript": "try --format exported or onnx",
+    "exported": "try --format onnx or torchscript",
+}
 # Largest output difference accepted, relative to the logits' scale: the exported graph
 # may order float sums differently, nothing more.
 TOLERANCE = 1e-3
@@ -215,13 +221,30 @@ def failing_layer(network: Network, fmt: str, error: Exception) -> str:
     for plan, module in pairs:
         if id(module) not in seen:
             continue
-        with tempfile.TemporaryDirectory() as scratch:
-            try:
-                WRITERS[fmt](module, seen[id(module)], Path(scratch) / "layer", {})
-            except Exception as exc:
-                return (f"{plan.where.label} ({plan.label}) cannot be exported as {fmt}: "
-                        f"{_reason(exc)}")
+        problem = _layer_problem(module, seen[id(module)], fmt)
+        if problem is not None:
+            hint = (" (impl: direct computes the same and exports)"
+                    if getattr(plan.spec, "impl", None) in ("fft", "auto") else "")
+            return (f"{plan.where.label}: {plan.label} cannot be exported as {fmt}: {problem}"
+                    f"{hint}; {OTHER_FORMATS[fmt]}")
     return f"the network cannot be exported as {fmt}: {_reason(error)}"
+
+
+def _layer_problem(module: nn.Module, x: torch.Tensor, fmt: str) -> str | None:
+    """Why one layer does not survive a round trip through `fmt`, or None. A tracer may
+    write a layer without complaint and still record it wrongly, so it is run too."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / f"layer.{'pt2' if fmt == 'exported' else fmt}"
+        try:
+            WRITERS[fmt](module, x, path, {})
+            with torch.no_grad():
+                got, expected = LOADERS[fmt](path)(x), module(x)
+        except Exception as exc:
+            return _reason(exc)
+    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
+        return (f"the exported layer computes something else (output {tuple(got.shape)}, "
+                f"expected {tuple(expected.shape)})")
+    return None
 
 
 def _reason(exc: Exception) -> str:
