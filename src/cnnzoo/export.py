@@ -170,7 +170,8 @@ def write_checked(module: nn.Module, network: Network, example: torch.Tensor, fm
     # A folder of its own keeps out's name (torch.export wants .pt2) and a file mode
     # that follows the umask.
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=directory))
-    tmp = staging / out.name
+    tmp = staging / (f"{out.name}.pt2" if fmt == "exported" and out.suffix != ".pt2"
+                     else out.name)
     try:
         try:
             WRITERS[fmt](module, example, tmp, metadata)
