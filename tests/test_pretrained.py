@@ -130,7 +130,7 @@ def test_bundled_name_eval_predict_viz(tmp_path, trained_run, fake_mnist, cli, m
     bundled_with(monkeypatch, directory)
     listed = json.loads(cli("zoo", "--json").out)
     assert listed[0]["pretrained"] == record["pretrained"]
-    assert "yes" in cli("zoo").out.splitlines()[1]
+    assert cli("zoo").out.splitlines()[1].endswith(" yes")
     model = cnnzoo.build_model("small", pretrained=True)
     assert isinstance(model, cnnzoo.Network) and not model.training
 

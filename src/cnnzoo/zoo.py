@@ -122,11 +122,11 @@ def measured_text(entry: ZooEntry) -> tuple[str, str]:
 def format_zoo(entries: list[ZooEntry]) -> str:
     from cnnzoo.summary import format_table
 
-    header = ("name", "dataset", "input", "params", "mult-adds", "test acc", "weights",
-              "measured on")
+    header = ("name", "dataset", "input", "params", "mult-adds", "test acc", "measured on",
+              "weights")
     rows = [
-        (e.name, e.dataset or "-", e.input, f"{e.params:,}", f"{e.macs:,}", measured_text(e)[0],
-         "yes" if pretrained_record(e) else "-", measured_text(e)[1])
+        (e.name, e.dataset or "-", e.input, f"{e.params:,}", f"{e.macs:,}", *measured_text(e),
+         "yes" if pretrained_record(e) else "-")
         for e in entries
     ]
     return format_table(header, rows, {"params", "mult-adds", "test acc"})
