@@ -208,7 +208,6 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
     return launch(nproc, args)
 
 
-RunDir = Annotated[Path, typer.Argument(help="a run directory made by cnnzoo train")]
 RunSource = Annotated[
     str, typer.Argument(help="a run directory made by cnnzoo train; with --pretrained, a "
                         "bundled config's name, a packed .safetensors file or an "
