@@ -13,7 +13,7 @@ import torch
 import cnnzoo
 from cnnzoo.data.pipeline import BatchTransform, convert_images
 from cnnzoo.errors import CnnzooError
-from cnnzoo.export import FORMATS, LOADERS, Preprocess, write_checked
+from cnnzoo.export import FORMATS, LOADERS, Preprocess, direct_equivalent, write_checked
 from cnnzoo.layers.padding import PADDING_MODES
 from cnnzoo.registry import list_layer_types
 from cnnzoo.shapes import Volume
@@ -45,11 +45,11 @@ CASES: dict[str, str] = {
     "global_pool-max": f"{CONV}\n- global_pool: {{kind: max}}",
 }
 # What an exporter cannot express, each with the layer its error must name.
+# (impl: fft exports as the direct convolution, checked against the FFT.)
 UNEXPORTABLE = {
-    **{("conv-fft", fmt): "model.layers[1] (conv): conv 5x5/1 pad 2, 4 fft" for fmt in FORMATS},
     # TorchScript cannot record the autograd.Function that computes a local layer.
-    **{(f"local-{mode}", "torchscript"): "model.layers[1] (local): local 3x3/1"
-       for mode in PADDING_MODES},
+    (f"local-{mode}", "torchscript"): "model.layers[1] (local): local 3x3/1"
+    for mode in PADDING_MODES
 }
 
 
@@ -76,22 +76,33 @@ def test_every_layer_type_has_a_case():
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_layer_exports_or_is_named(tmp_path, case, fmt):
     model = network(case)
+    exportable = direct_equivalent(model, say=lambda _: None)
     out = tmp_path / f"net.{fmt}"
     example = torch.randn(4, 2, 12, 12)
     if (case, fmt) in UNEXPORTABLE:
         with pytest.raises(CnnzooError) as error:
-            write_checked(model, model, example, fmt, out, {})
+            write_checked(exportable, exportable, example, fmt, out, {}, model)
         assert UNEXPORTABLE[case, fmt] in str(error.value)
         assert f"cannot be exported as {fmt}" in str(error.value)
         assert list(tmp_path.iterdir()) == []
         return
-    write_checked(model, model, example, fmt, out, {"name": case})
+    write_checked(exportable, exportable, example, fmt, out, {"name": case}, model)
     run = LOADERS[fmt](out)
     for batch in (7, 1):  # sizes the exporter never saw
         x = torch.randn(batch, 2, 12, 12)
         with torch.no_grad():
             assert torch.allclose(run(x), model(x), atol=1e-4, rtol=1e-4), batch
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_layer_without_an_onnx_operator_is_named(tmp_path):
+    model = network("conv-fft")  # as it is, without its direct equivalent
+    with pytest.raises(CnnzooError) as error:
+        write_checked(model, model, torch.randn(4, 2, 12, 12), "onnx", tmp_path / "m.onnx", {})
+    assert str(error.value).startswith("model.layers[1] (conv): conv 5x5/1 pad 2, 4 fft cannot "
+                                       "be exported as onnx")
+    assert "impl: direct computes the same" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("data", "stored"), [
