@@ -674,6 +674,11 @@ def main(argv: list[str] | None = None) -> int:
         info = json.loads((out / "run.json").read_text())
         records[name] = make_record(results, info, command, adapted.adaptation, wall, machine,
                                     run_date, prefix)
+        if options.update_configs:
+            from cnnzoo.pretrained import pack_for_zoo
+
+            records[name]["pretrained"] = pack_for_zoo(out, adapted.adaptation,
+                                                       options.configs_dir, records[name])
         trained.append(name)
         write_outputs(options, records, configs, skipped, machine, budget, trained)
     write_outputs(options, records, configs, skipped, machine, budget, trained)

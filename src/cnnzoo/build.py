@@ -82,8 +82,16 @@ def build_layer(plan: LayerPlan) -> nn.Module:
     return plan.spec.build(plan, build_layer)
 
 
-def build_model(config_or_path: ExperimentConfig | Plan | str | Path) -> Network:
-    """The `nn.Module` of an experiment: a config, a plan, a path, a bundled name or YAML text."""
+def build_model(config_or_path: ExperimentConfig | Plan | str | Path,
+                pretrained: bool | str = False) -> Network:
+    """The `nn.Module` of an experiment: a config, a plan, a path, a bundled name or YAML text.
+
+    `pretrained=True` (with a bundled config's name) returns it with its shipped trained
+    weights, verified, in eval mode; a string names the weights instead: a packed
+    .safetensors file or an `https://...#sha256=HEX` URL.
+    """
+    if pretrained is not False:
+        return _pretrained(config_or_path, pretrained)
     if isinstance(config_or_path, Plan):
         plan = config_or_path
     else:
@@ -94,3 +102,17 @@ def build_model(config_or_path: ExperimentConfig | Plan | str | Path) -> Network
         )
         plan = plan_experiment(config)
     return Network(plan)
+
+
+def _pretrained(config_or_path: ExperimentConfig | Plan | str | Path,
+                pretrained: bool | str) -> Network:
+    from cnnzoo.errors import CnnzooError
+    from cnnzoo.pretrained import pretrained_model
+
+    if pretrained is True:
+        if not isinstance(config_or_path, str):
+            raise CnnzooError("pretrained=True needs a bundled config's name, such as "
+                              "build_model('lenet5', pretrained=True); give the weights "
+                              "themselves with pretrained='FILE' or an https URL")
+        return pretrained_model(config_or_path)
+    return pretrained_model(str(pretrained), build_model(config_or_path))

@@ -131,6 +131,13 @@ def train(
                      "or sharing the CPU cores (starts torchrun; batch_size stays the global "
                      "batch)"),
     ] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option("--init-from", help="start from trained weights: a bundled config's "
+                     "name (its pretrained weights), a run directory, a weights file or an "
+                     "https://...#sha256=HEX URL; layers whose name and shape match are "
+                     "loaded"),
+    ] = None,
 ) -> None:
     """Train a network on its dataset and save the run (weights, metrics, results)."""
     from cnnzoo.config import load_config
@@ -138,6 +145,9 @@ def train(
 
     if device is not None:
         _check_device(device)
+    if init_from is not None and resume is not None:
+        raise CnnzooError("--init-from starts a new run; --resume continues one from its own "
+                          "weights: give one of them")
     if resume is not None:
         cfg = (load_config(config, overrides or []) if config is not None
                else load_config_for_resume(resume, overrides or []))
@@ -147,11 +157,12 @@ def train(
         cfg = load_config(config, overrides or [])
     if nproc is not None and nproc > 1:
         code = _launch_processes(nproc, cfg, config, overrides or [], out, data_root, device,
-                                 resume, quiet)
+                                 resume, quiet, init_from)
         if code:
             raise typer.Exit(code)
         return
-    fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet)
+    fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet,
+        init_from=init_from)
 
 
 def _check_device(device: str) -> None:
@@ -166,7 +177,8 @@ def _check_device(device: str) -> None:
 
 def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
                       overrides: list[str], out: Path | None, data_root: str | None,
-                      device: str | None, resume: Path | None, quiet: bool) -> int:
+                      device: str | None, resume: Path | None, quiet: bool,
+                      init_from: str | None = None) -> int:
     """`cnnzoo train` with the same options in `nproc` processes under torchrun. The run
     directory is chosen here, so that a restarted worker finds the run it belongs to, and
     what can be refused is refused here, once, rather than by every process."""
@@ -199,19 +211,41 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
         args += ["--device", device]
     if quiet:
         args.append("--quiet")
+    if init_from is not None:
+        args += ["--init-from", init_from]
     return launch(nproc, args)
 
 
-RunDir = Annotated[Path, typer.Argument(help="a run directory made by cnnzoo train")]
+RunSource = Annotated[
+    str, typer.Argument(help="a run directory made by cnnzoo train; with --pretrained, a "
+                        "bundled config's name, a packed .safetensors file or an "
+                        "https://...#sha256=HEX URL")
+]
+PretrainedFlag = Annotated[
+    bool, typer.Option("--pretrained", help="use the trained weights shipped with cnnzoo "
+                       "for the config SOURCE (cnnzoo zoo lists them), or those of a packed "
+                       "file or URL")
+]
+
+
+def _run_dir(source: str, pretrained: bool) -> Path:
+    """The run directory to read: SOURCE itself, or its verified pretrained weights
+    unpacked into the cache."""
+    if not pretrained:
+        return Path(source)
+    from cnnzoo.pretrained import unpack
+
+    return unpack(source)
 
 
 @app.command(name="eval")
 def eval_(
-    run_dir: RunDir,
+    source: RunSource,
     split: Annotated[str, typer.Option("--split", help="test, val or train")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_root: Annotated[str | None, typer.Option("--data-root")] = None,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    pretrained: PretrainedFlag = False,
 ) -> None:
     """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
     from cnnzoo.train import evaluate_run
@@ -219,11 +253,12 @@ def eval_(
     _check_device(device)
     if split not in ("test", "val", "train"):
         raise CnnzooError(f"--split must be test, val or train, got '{split}'")
+    run_dir = _run_dir(source, pretrained)
     result, classes = evaluate_run(run_dir, split, data_root, device)
     per_class = result.per_class()
     if as_json:
         print(json.dumps({
-            "run": str(run_dir), "split": split, "accuracy": result.accuracy,
+            "run": source, "split": split, "accuracy": result.accuracy,
             "loss": result.loss, "samples": result.samples,
             "per_class": dict(zip(classes, per_class, strict=True)),
             "classes": classes, "confusion": result.confusion.tolist(),
@@ -231,7 +266,7 @@ def eval_(
         return
     from cnnzoo.summary import format_table
 
-    print(f"{run_dir} on {split}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
+    print(f"{source} on {split}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
           f"{result.samples:,} images\n")
     rows = [(name, f"{acc:.2%}", f"{int(result.confusion[i].sum()):,}")
             for i, (name, acc) in enumerate(zip(classes, per_class, strict=True))]
@@ -245,18 +280,19 @@ def eval_(
 
 @app.command()
 def predict(
-    run_dir: RunDir,
+    source: RunSource,
     images: Annotated[list[Path], typer.Argument(help="image files (png, jpg, ...)")],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="classes to show")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    pretrained: PretrainedFlag = False,
 ) -> None:
     """The most likely classes, with probabilities, for image files (for a run trained
     with the svm or margin loss: the class scores, which are not probabilities)."""
     from cnnzoo.predict import predict_files, unreadable
 
     _check_device(device)
-    results = predict_files(run_dir, images, top, device)
+    results = predict_files(_run_dir(source, pretrained), images, top, device)
     if as_json:
         print(json.dumps(results, indent=2))
     else:
@@ -342,14 +378,16 @@ def compare(
 
 @app.command()
 def viz(
-    run_dir: RunDir,
+    source: RunSource,
     image: Annotated[Path, typer.Option("--image", "-i", help="an image file (png, jpg, ...)")],
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="a .png (one picture) or a directory (one per layer); "
-                     "default RUN_DIR/activations-IMAGE.png"),
+                     "default RUN_DIR/activations-IMAGE.png; with --pretrained "
+                     "./activations-NAME-IMAGE.png"),
     ] = None,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    pretrained: PretrainedFlag = False,
 ) -> None:
     """The activation volume of every conv, local and pool layer for one image, each a
     grid of its depth slices (W x H x D as D tiles); for capsule networks also the
@@ -357,6 +395,9 @@ def viz(
     from cnnzoo.viz import visualize_run
 
     _check_device(device)
+    run_dir = _run_dir(source, pretrained)
+    if out is None and pretrained:
+        out = Path(f"activations-{run_dir.name.rsplit('-', 1)[0]}-{image.stem}.png")
     for path in visualize_run(run_dir, image, out, device):
         print(path)
 
@@ -419,6 +460,28 @@ def tune(
         workers=workers, threads=max(1, (cores or 1) // workers), heartbeat=heartbeat,
         data_root=data_root, device=device,
     ), show_progress=not quiet)
+
+
+@app.command()
+def export(
+    source: RunSource,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx, torchscript or exported "
+                                     "(a torch.export .pt2)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the file to write")],
+    pretrained: PretrainedFlag = False,
+    with_preprocessing: Annotated[
+        bool, typer.Option("--with-preprocessing", help="take uint8 images N x C x H x W as "
+                           "the dataset stores them; the run's channels, resize, pad and "
+                           "normalisation happen inside the graph")
+    ] = False,
+) -> None:
+    """A trained network as a file that runs without cnnzoo (dynamic batch size), checked
+    against the PyTorch module before it is kept."""
+    from cnnzoo.export import check_format, export_run
+
+    check_format(fmt)
+    result = export_run(_run_dir(source, pretrained), fmt, out, with_preprocessing)
+    print(f"wrote {result.path} ({fmt}; input: {result.inputs})")
 
 
 def run(argv: list[str] | None = None) -> int:

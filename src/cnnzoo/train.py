@@ -41,6 +41,7 @@ from cnnzoo.config import ExperimentConfig, SchedulerConfig, TrainConfig, load_c
 from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
+from cnnzoo.finetune import initialise_from
 from cnnzoo.losses import create_loss
 from cnnzoo.plan import Plan, last_weighted_layer, plan_experiment
 from cnnzoo.runlock import lock_run, releases_run_locks
@@ -419,11 +420,13 @@ def fit(
     show_progress: bool = True,
     stop_after_steps: int | None = None,
     callbacks: list[Callback] | None = None,
+    init_from: str | None = None,
 ) -> TrainResult:
     """Train `config` into a run directory (or continue the run in `resume`).
 
     `stop_after_steps` stops (as if interrupted) once that global step is reached;
-    tests use it to interrupt at an exact step.
+    tests use it to interrupt at an exact step. `init_from` names trained weights to
+    start from (cnnzoo.finetune).
     """
     started = time.perf_counter()
     dist = Distributed.from_environment()
@@ -467,6 +470,7 @@ def fit(
     plan = plan_experiment(config)
     torch.manual_seed(train_cfg.seed)
     model = build_model(plan)
+    initialise_from(model, None if resume is not None else init_from, dist.is_main)
     with dist.local_main_first():
         data = load_dataset(config.data, plan.input, plan.output.depth, seed=train_cfg.seed,
                             data_root=data_root)
