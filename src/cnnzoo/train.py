@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo import runs
+from cnnzoo.budget import StepBudget
 from cnnzoo.build import Network, build_model
 from cnnzoo.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.checkpoint import (
@@ -37,6 +38,7 @@ from cnnzoo.checkpoint import (
     save_weights,
 )
 from cnnzoo.config import ExperimentConfig, SchedulerConfig, TrainConfig, load_config, to_plain
+from cnnzoo.cpu import choose_precision, keep_freed_memory
 from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
@@ -96,13 +98,7 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested != "auto":
-        if requested == "fp16" and device.type == "cpu":
-            raise CnnzooError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        return requested
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    return choose_precision(requested, device).name
 
 
 def resolve_channels_last(setting: bool | str, plan: Plan, device: torch.device) -> bool:
@@ -326,6 +322,7 @@ class Position:
     seen: int = 0
     seconds: float = 0.0  # training time of the current epoch so far
     train_seconds: float = 0.0  # all epochs
+    planned_steps: int | None = None  # fixed by train.time_budget once the first steps are timed
 
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -422,6 +419,7 @@ def fit(
     tests use it to interrupt at an exact step.
     """
     started = time.perf_counter()
+    keep_freed_memory()
     dist = Distributed.from_environment()
     restarted_before_checkpoint = False
     if resume is None and out is not None and dist.continues(out):
@@ -450,7 +448,8 @@ def fit(
         train_cfg = replace(train_cfg, device=device)
         config = replace(config, train=train_cfg)
     torch_device = dist.device(resolve_device(train_cfg.device))
-    precision = resolve_precision(train_cfg.precision, torch_device)
+    precision_choice = choose_precision(train_cfg.precision, torch_device)
+    precision = precision_choice.name
     dist.check_sync_batchnorm(config, torch_device)
     dist.connect(torch_device)
     if config.data.dataset is None:
@@ -529,11 +528,11 @@ def fit(
     model = dist.prepare(model, train_cfg.sync_batchnorm)
     optimizer = create_optimizer(model, train_cfg)
     steps_per_epoch = data.train.steps_per_epoch(train_cfg.batch_size)
-    total_steps = steps_per_epoch * train_cfg.epochs
+    budget = StepBudget(train_cfg.time_budget, steps_per_epoch * train_cfg.epochs)
     peak = train_cfg.optimizer.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_factor(min(step, total_steps - 1), total_steps, steps_per_epoch, peak,
+        lambda step: lr_factor(min(step, budget.total - 1), budget.total, steps_per_epoch, peak,
                                train_cfg.scheduler),
     )
     position = Position()
@@ -545,6 +544,7 @@ def fit(
     if resume is not None:
         position = _restore(out, model, optimizer, scheduler, metrics_log, steps_log,
                             torch_device, dist)
+        budget.restore(position.planned_steps)
 
     train_model = dist.wrap(model)
     if train_cfg.compile:
@@ -562,9 +562,12 @@ def fit(
             f"training {config.name} on {data.name} ({len(data.train):,} train, "
             f"{len(data.val) if data.val is not None else 0:,} val, {len(data.test):,} test) "
             f"on {_device_name(torch_device)}"
-            f"{f' x {dist.world} processes' if dist.active else ''}, {precision}; "
+            f"{f' x {dist.world} processes' if dist.active else ''}, {precision} "
+            f"({precision_choice.reason}); "
             f"{plan.total_params:,} params; run: {out}"
         )
+        if precision_choice.warning:
+            print(precision_choice.warning, file=sys.stderr, flush=True)
         if resume is not None and position.epoch < train_cfg.epochs:
             progress.line(f"resuming at epoch {position.epoch + 1}, step {position.batch}")
 
@@ -590,7 +593,7 @@ def fit(
     history: list[dict[str, Any]] = []
     with stopper:
         model.train()
-        while position.epoch < train_cfg.epochs:
+        while position.epoch < train_cfg.epochs and position.step < budget.total:
             epoch = position.epoch
             progress.start_epoch(epoch, steps_per_epoch, position.batch)
             tally = EpochTally(position, epoch, torch_device, progress, dist.world,
@@ -602,6 +605,8 @@ def fit(
                 start_step=position.batch, rank=dist.rank, world=dist.world,
             )
             for images, labels in batches:
+                if position.step >= budget.total:
+                    break
                 images = images.to(torch_device, non_blocking=True)
                 labels = labels.to(torch_device, non_blocking=True)
                 x = transform.train(images, step_seed(train_cfg.seed, epoch, position.batch))
@@ -622,6 +627,13 @@ def fit(
                            (position.step, position.batch, len(labels) * dist.world, lr))
                 if scaler is None:
                     optimizer.step()
+                if budget.after_step(position.step, position.train_seconds + position.seconds
+                                     + time.perf_counter() - tally.tick):
+                    planned = torch.tensor(budget.total, device=torch_device)
+                    budget.total = dist.sum_int(planned) // dist.world  # one plan for all
+                    position.planned_steps = budget.total
+                    progress.total_epochs = math.ceil(budget.total / steps_per_epoch)
+                    progress.line(budget.describe(steps_per_epoch))
                 scheduler.step()
                 tally.correct += (logits.argmax(1) == labels).sum()
                 signum = dist.agree_stop(stopper.signum)
@@ -662,7 +674,8 @@ def fit(
             progress.end_epoch(_epoch_line(epoch, train_cfg.epochs, row))
             position.train_seconds += position.seconds
             position = Position(epoch=epoch + 1, step=position.step,
-                                train_seconds=position.train_seconds)
+                                train_seconds=position.train_seconds,
+                                planned_steps=position.planned_steps)
             signum = dist.agree_stop(stopper.signum)
             checkpoint(position)
             if signum:
@@ -688,6 +701,8 @@ def fit(
         "wall_seconds": time.perf_counter() - started,
         "epochs": train_cfg.epochs,
         "steps": position.step,
+        "epochs_run": round(position.step / steps_per_epoch, 3),
+        "time_budget": train_cfg.time_budget,
         "images_per_s": (position.step * train_cfg.batch_size) / max(position.train_seconds,
                                                                       1e-9),
         "params": plan.total_params,
@@ -695,6 +710,7 @@ def fit(
         "device": _device_name(torch_device),
         "processes": dist.world,
         "precision": precision,
+        "precision_reason": precision_choice.reason,
         "channels_last": channels_last,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": runs.command_line(),
