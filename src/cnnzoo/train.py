@@ -671,7 +671,7 @@ def fit(
                 metrics_log.append(row)
                 for callback in callbacks:
                     callback.on_epoch_end(context, epoch, row, model)
-            progress.end_epoch(_epoch_line(epoch, train_cfg.epochs, row))
+            progress.end_epoch(_epoch_line(epoch, progress.total_epochs, row))
             position.train_seconds += position.seconds
             position = Position(epoch=epoch + 1, step=position.step,
                                 train_seconds=position.train_seconds,
