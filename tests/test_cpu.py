@@ -3,6 +3,7 @@ bf16, the time budget, and glibc keeping freed buffers."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -106,7 +107,7 @@ def test_start_line_says_precision_and_why(tmp_path: Path) -> None:
              str(tmp_path / "data"), "--out", str(tmp_path / precision),
              "--set", f"train.precision={precision}"],
             capture_output=True, text=True, timeout=300,
-            env={**__import__("os").environ, **env})
+            env={**os.environ, **env})
         assert proc.returncode == 0, proc.stderr
         lines[precision] = (proc.stdout.splitlines()[0],
                             [x for x in proc.stderr.splitlines() if x.startswith("warning")])
