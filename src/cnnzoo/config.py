@@ -220,7 +220,13 @@ class TrainConfig:
     device: str = param("auto", kind=_DEVICE, doc="auto: cuda, then mps, then cpu")
     precision: str = param(
         "auto", kind=choice_kind(["auto", "fp32", "bf16", "fp16"]),
-        doc="auto: bf16 autocast on GPUs that support it, fp32 otherwise",
+        doc="auto: bf16 autocast where it is computed natively (GPUs that support it; CPUs "
+        "with AMX or AVX512-BF16), fp32 otherwise",
+    )
+    time_budget: float | None = param(
+        None, kind=optional(float_kind(1.0)),
+        doc="seconds the training steps may take: the first steps are timed, then the run "
+        "takes as many steps as fit (at most epochs) with the schedule fitted to them",
     )
     channels_last: bool | str = param(
         "auto", kind=one_of(bool_kind(), choice_kind(["auto"])),

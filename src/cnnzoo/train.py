@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo import runs
+from cnnzoo.budget import StepBudget
 from cnnzoo.build import Network, build_model
 from cnnzoo.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.checkpoint import (
@@ -38,6 +39,7 @@ from cnnzoo.checkpoint import (
     save_weights,
 )
 from cnnzoo.config import ExperimentConfig, SchedulerConfig, TrainConfig, load_config, to_plain
+from cnnzoo.cpu import choose_precision, keep_freed_memory
 from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
@@ -99,13 +101,7 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested != "auto":
-        if requested == "fp16" and device.type == "cpu":
-            raise CnnzooError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        return requested
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    return choose_precision(requested, device).name
 
 
 def resolve_channels_last(setting: bool | str, plan: Plan, device: torch.device) -> bool:
@@ -330,6 +326,7 @@ class Position:
     seconds: float = 0.0  # training time of the current epoch so far
     train_seconds: float = 0.0  # all epochs
     train_images: int = 0  # images trained in all finished epochs, short last batches as short
+    planned_steps: int | None = None  # fixed by train.time_budget once the first steps are timed
 
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -429,6 +426,7 @@ def fit(
     start from (cnnzoo.finetune).
     """
     started = time.perf_counter()
+    keep_freed_memory()
     dist = Distributed.from_environment()
     restarted_before_checkpoint = False
     if resume is None and out is not None and dist.continues(out):
@@ -459,7 +457,8 @@ def fit(
         train_cfg = replace(train_cfg, device=device)
         config = replace(config, train=train_cfg)
     torch_device = dist.device(resolve_device(train_cfg.device))
-    precision = resolve_precision(train_cfg.precision, torch_device)
+    precision_choice = choose_precision(train_cfg.precision, torch_device)
+    precision = precision_choice.name
     dist.check_sync_batchnorm(config, torch_device)
     dist.connect(torch_device)
     if config.data.dataset is None:
@@ -539,11 +538,11 @@ def fit(
     model = dist.prepare(model, train_cfg.sync_batchnorm)
     optimizer = create_optimizer(model, train_cfg)
     steps_per_epoch = data.train.steps_per_epoch(train_cfg.batch_size)
-    total_steps = steps_per_epoch * train_cfg.epochs
+    budget = StepBudget(train_cfg.time_budget, steps_per_epoch * train_cfg.epochs)
     peak = train_cfg.optimizer.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_factor(min(step, total_steps - 1), total_steps, steps_per_epoch, peak,
+        lambda step: lr_factor(min(step, budget.total - 1), budget.total, steps_per_epoch, peak,
                                train_cfg.scheduler),
     )
     position = Position()
@@ -555,6 +554,7 @@ def fit(
     if resume is not None:
         position = _restore(out, model, optimizer, scheduler, metrics_log, steps_log,
                             torch_device, dist)
+        budget.restore(position.planned_steps)
 
     train_model = dist.wrap(model)
     if train_cfg.compile:
@@ -572,9 +572,12 @@ def fit(
             f"training {config.name} on {data.name} ({len(data.train):,} train, "
             f"{len(data.val) if data.val is not None else 0:,} val, {len(data.test):,} test) "
             f"on {_device_name(torch_device)}"
-            f"{f' x {dist.world} processes' if dist.active else ''}, {precision}; "
+            f"{f' x {dist.world} processes' if dist.active else ''}, {precision} "
+            f"({precision_choice.reason}); "
             f"{plan.total_params:,} params; run: {out}"
         )
+        if precision_choice.warning:
+            print(precision_choice.warning, file=sys.stderr, flush=True)
         if resume is not None and position.epoch < train_cfg.epochs:
             progress.line(f"resuming at epoch {position.epoch + 1}, step {position.batch}")
 
@@ -600,7 +603,7 @@ def fit(
     history: list[dict[str, Any]] = []
     with stopper:
         model.train()
-        while position.epoch < train_cfg.epochs:
+        while position.epoch < train_cfg.epochs and position.step < budget.total:
             epoch = position.epoch
             progress.start_epoch(epoch, steps_per_epoch, position.batch)
             tally = EpochTally(position, epoch, torch_device, progress, dist.world,
@@ -612,6 +615,8 @@ def fit(
                 start_step=position.batch, rank=dist.rank, world=dist.world,
             )
             for images, labels in batches:
+                if position.step >= budget.total:
+                    break
                 images = images.to(torch_device, non_blocking=True)
                 labels = labels.to(torch_device, non_blocking=True)
                 x = transform.train(images, step_seed(train_cfg.seed, epoch, position.batch))
@@ -632,6 +637,13 @@ def fit(
                            (position.step, position.batch, len(labels) * dist.world, lr))
                 if scaler is None:
                     optimizer.step()
+                if budget.after_step(position.step, position.train_seconds + position.seconds
+                                     + time.perf_counter() - tally.tick):
+                    planned = torch.tensor(budget.total, device=torch_device)
+                    budget.total = dist.sum_int(planned) // dist.world  # one plan for all
+                    position.planned_steps = budget.total
+                    progress.total_epochs = math.ceil(budget.total / steps_per_epoch)
+                    progress.line(budget.describe(steps_per_epoch))
                 scheduler.step()
                 tally.correct += (logits.argmax(1) == labels).sum()
                 signum = dist.agree_stop(stopper.signum)
@@ -669,11 +681,12 @@ def fit(
                 metrics_log.append(row)
                 for callback in callbacks:
                     callback.on_epoch_end(context, epoch, row, model)
-            progress.end_epoch(_epoch_line(epoch, train_cfg.epochs, row))
+            progress.end_epoch(_epoch_line(epoch, progress.total_epochs, row))
             position.train_seconds += position.seconds
             position = Position(epoch=epoch + 1, step=position.step,
                                 train_seconds=position.train_seconds,
-                                train_images=position.train_images + position.seen)
+                                train_images=position.train_images + position.seen,
+                                planned_steps=position.planned_steps)
             signum = dist.agree_stop(stopper.signum)
             checkpoint(position)
             if signum:
@@ -699,12 +712,15 @@ def fit(
         "wall_seconds": time.perf_counter() - started,
         "epochs": train_cfg.epochs,
         "steps": position.step,
+        "epochs_run": round(position.step / steps_per_epoch, 3),
+        "time_budget": train_cfg.time_budget,
         "images_per_s": position.train_images / max(position.train_seconds, 1e-9),
         "params": plan.total_params,
         "macs": plan.total_macs,
         "device": _device_name(torch_device),
         "processes": dist.world,
         "precision": precision,
+        "precision_reason": precision_choice.reason,
         "channels_last": channels_last,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": runs.command_line(),
