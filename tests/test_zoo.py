@@ -195,7 +195,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     write_mnist(base / "data")
     paths = {"base": base, "data": base / "data"}
     for text in (SMALL, DENSE):
-        config = cnnzoo.load_config(text)
+        config = cnnzoo.parse_config(text)
         out = base / "runs" / config.name
         fit(config, out=out, data_root=str(base / "data"), show_progress=False)
         paths[config.name] = out
@@ -433,7 +433,7 @@ def test_viz_errors(trained, cli, tmp_path, run, image, out, message):
 
 
 def test_activation_volumes_are_the_layers_outputs():
-    plan = cnnzoo.plan_experiment(cnnzoo.load_config(SMALL))
+    plan = cnnzoo.plan_experiment(cnnzoo.parse_config(SMALL))
     model = cnnzoo.build_model(plan).eval()
     x = torch.randn(1, 1, 28, 28)
     volumes = activation_volumes(model, x)
@@ -568,7 +568,7 @@ def script():
 
 
 def _overrides(script, text: str) -> list[str]:
-    config = cnnzoo.load_config(text)
+    config = cnnzoo.parse_config(text)
     return script.fashion_overrides(config, cnnzoo.plan_experiment(config))
 
 
@@ -593,7 +593,7 @@ def test_configs_are_adapted_to_fashion_mnist(script, tmp_path):
 
 
 def test_epochs_are_capped_by_the_budget(script):
-    config = cnnzoo.load_config(SMALL, ["data.limit_train=2000", "data.limit_test=1000"])
+    config = cnnzoo.parse_config(SMALL, ["data.limit_train=2000", "data.limit_test=1000"])
     work = script.Workload.of(config)
     assert (work.train_images, work.val_images, work.test_images) == (1800, 200, 1000)
     per_epoch = 1800 // 32 * 0.1 + 200 / 32 * 0.1 / 3

@@ -71,7 +71,7 @@ def build_layer(plan: LayerPlan) -> nn.Module:
 
 
 def build_model(config_or_path: ExperimentConfig | Plan | str | Path) -> Network:
-    """The `nn.Module` of an experiment: a config, a plan, a path, a bundled name or YAML text."""
+    """The `nn.Module` of an experiment: a config, a plan, a file path or a bundled name."""
     if isinstance(config_or_path, Plan):
         plan = config_or_path
     else:
