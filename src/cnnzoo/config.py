@@ -163,6 +163,21 @@ class LossConfig:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class DivergenceConfig:
+    enabled: bool = param(
+        True, kind=bool_kind(), doc="stop a run whose loss stays far above a uniform guess's "
+        "(as a NaN loss stops it)"
+    )
+    factor: float = param(
+        10.0, kind=float_kind(1.0), doc="the limit, in multiples of ln(classes): the loss of a "
+        "uniform guess, where training starts"
+    )
+    steps: int = param(
+        20, kind=int_kind(1), doc="consecutive steps above the limit before the run stops"
+    )
+
+
 _DEVICE = Kind(
     "auto | cpu | cuda | cuda:N | mps",
     lambda value, key, where: _parse_device(value, key, where),
@@ -207,6 +222,9 @@ class TrainConfig:
         "its mirror",
     )
     eval_batch_size: int = param(1024, kind=int_kind(1), doc="images per evaluation step")
+    divergence: DivergenceConfig = section(
+        DivergenceConfig, "stop a run whose loss blew up but stayed finite"
+    )
 
 
 @dataclass(frozen=True)
