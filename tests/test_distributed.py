@@ -72,9 +72,9 @@ def config_text(epochs: int, activation: str = "relu", pool: str = "max") -> str
 # max-pool flip came at step 327. So no tolerance small enough to catch a lost step holds
 # for a ReLU/max-pool run on every CPU. The comparison therefore trains the same layers
 # with tanh and average pooling, which have no branch for a rounding difference to flip:
-# the difference then stays at float rounding (measured at most 2e-7 after 56 steps, at
-# the avx2, avx512 and native levels), and 1e-5 still catches a wrong shard, a missing
-# gradient average or a lost or repeated step (3e-3).
+# the difference then stays at float rounding (measured here at the avx2, avx512 and
+# native levels: at most 3.0e-7 after 56 steps and 3.7e-7 after 224), and 1e-5 still
+# catches a wrong shard, a missing gradient average or a lost or repeated step (3e-3).
 SMOOTH = {"activation": "tanh", "pool": "avg"}
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 
