@@ -377,9 +377,9 @@ def test_pytorch_syncbatchnorm_still_needs_a_gpu():
 
 
 def test_sync_batchnorm_converts_every_batchnorm_and_keeps_the_weights():
-    model = cnnzoo.build_model(
+    model = cnnzoo.build_model(cnnzoo.parse_config(
         "model: {layers: [input: {width: 8, height: 8, depth: 1}, conv: 4, batchnorm, relu, "
-        "fc: 6, batchnorm, fc: 2]}")
+        "fc: 6, batchnorm, fc: 2]}"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     converted = Distributed(rank=0, world=2).prepare(model, sync_batchnorm=True)
     kinds = [type(m) for m in converted.modules()]
@@ -387,8 +387,8 @@ def test_sync_batchnorm_converts_every_batchnorm_and_keeps_the_weights():
     after = converted.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
-    alone = Distributed().prepare(cnnzoo.build_model("model: {layers: [input: {width: 2, "
-                                                     "height: 2, depth: 1}, batchnorm]}"), True)
+    alone = Distributed().prepare(cnnzoo.build_model(cnnzoo.parse_config(
+        "model: {layers: [input: {width: 2, height: 2, depth: 1}, batchnorm]}")), True)
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in alone.modules())
 
 

@@ -467,11 +467,11 @@ def test_layer_modules_pair_every_layer_with_its_module():
 
 
 def test_first_layer_filters():
-    conv_net = cnnzoo.build_model(SMALL)
+    conv_net = cnnzoo.build_model(cnnzoo.parse_config(SMALL))
     plan, weights = first_layer_filters(conv_net)
     assert plan.index == "1"
     np.testing.assert_array_equal(weights, conv_net.layers[1].weight.detach().numpy())
-    dense = cnnzoo.build_model(DENSE)
+    dense = cnnzoo.build_model(cnnzoo.parse_config(DENSE))
     plan, weights = first_layer_filters(dense)
     assert weights.shape == (16, 1, 28, 28)
     np.testing.assert_array_equal(weights[5, 0], dense.layers[1].weight[5].view(28, 28).detach())
@@ -482,7 +482,7 @@ def test_first_layer_filters():
     centre = local.layers[1].weight[14, 14].permute(0, 3, 1, 2)
     np.testing.assert_array_equal(weights, centre.detach().numpy())
     flat = "model: {layers: [input: {width: 28, height: 28, depth: 1}, flatten, fc: 10]}"
-    assert first_layer_filters(cnnzoo.build_model(flat)) is None
+    assert first_layer_filters(cnnzoo.build_model(cnnzoo.parse_config(flat))) is None
 
 
 # ---- pictures
