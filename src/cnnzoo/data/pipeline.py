@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnzoo.config import AugmentConfig, DataConfig
+from cnnzoo.data import fake
 from cnnzoo.data.catalog import DatasetInfo, dataset_info
 from cnnzoo.data.sources import RawSplit, load_split, search_dirs
 from cnnzoo.errors import DataError
@@ -115,8 +116,6 @@ def load_dataset(
     if info.layout == "folder":
         return _load_folder(data, volume, seed, splits)
     if info.layout == "fake":
-        from cnnzoo.data import fake
-
         train = Split(*fake.fake_images(data.limit_train or fake.TRAIN_SIZE, volume,
                                         num_outputs, fake.TRAIN_SEED))
         test = Split(*fake.fake_images(data.limit_test or fake.TEST_SIZE, volume, num_outputs,
