@@ -464,15 +464,15 @@ def test_filter_errors_are_one_line_and_exit_2(tmp_path, cli):
     garbage = cli("filter", tmp_path / "notes.txt", "--kernel", "edge", "--out", out)
     assert garbage.code == 2 and "cannot read image" in garbage.err
     unknown = cli("filter", tmp_path / "in.png", "--kernel", "sobelx", "--out", out)
-    assert unknown.code == 2
-    assert "unknown kernel 'sobelx'; did you mean 'sobel_x'?" in unknown.err
+    assert unknown.code == 2  # refused by the parser, which lists the kernels
+    assert "Invalid value for '--kernel'" in unknown.err and "'sobelx'" in unknown.err
     assert "gaussian_blur" in unknown.err
     nowhere = cli("filter", tmp_path / "in.png", "--kernel", "edge", "--out",
                   tmp_path / "no" / "grid.png")
     assert nowhere.code == 2 and "does not exist" in nowhere.err
     mode = cli("filter", tmp_path / "in.png", "--kernel", "edge", "--padding-mode", "mirror",
                "--out", out)
-    assert mode.code == 2 and "--padding-mode must be one of" in mode.err
+    assert mode.code == 2 and "Invalid value for '--padding-mode'" in mode.err
     for result in (missing, garbage, unknown, nowhere, mode):
         assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "notes.txt"]  # nothing written

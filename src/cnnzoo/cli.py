@@ -443,7 +443,7 @@ def run(argv: list[str] | None = None) -> int:
     from cnnzoo.train import Interrupted
 
     try:
-        app(args=argv, prog_name="cnnzoo")
+        code = app(args=argv, prog_name="cnnzoo", standalone_mode=False)
     except CnnzooError as exc:
         rank = worker_rank()
         print(f"{'' if not rank else f'[rank {rank}] '}error: {exc}", file=sys.stderr)
@@ -452,12 +452,31 @@ def run(argv: list[str] | None = None) -> int:
         if not worker_rank():  # every process stopped at the same step; one says so
             print(str(exc), file=sys.stderr)
         return exc.exit_code
-    except SystemExit as exc:  # how Typer reports --help, usage errors and Exit
+    except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as exc:
+        # The parser's errors (an unknown option, a wrong choice, a missing argument) are
+        # click's exceptions, which Typer bundles privately: known by their interface.
+        if not (hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `cnnzoo` alone: the help, as is
+            exc.show()
+            return USER_ERROR
+        print(f"error: {exc.format_message()} (see cnnzoo {' '.join(_command(argv))}--help)",
+              file=sys.stderr)
+        return USER_ERROR
+    return code if isinstance(code, int) else 0  # --help and typer.Exit give a code
+
+
+def _command(argv: list[str] | None) -> list[str]:
+    """The command named in `argv`, with a space after it, for pointing to its --help."""
+    words = sys.argv[1:] if argv is None else argv
+    name = next((w for w in words if not w.startswith("-")), None)
+    known = name is not None and name in typer.main.get_command(app).commands
+    return [f"{name} "] if known else []
 
 
 def main() -> None:
