@@ -114,5 +114,5 @@ def test_config_says_where_it_comes_from(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)
 def test_resolved_config_round_trips(path):
     config = cnnzoo.load_config(path)
-    again = cnnzoo.load_config(config.to_yaml())
+    again = cnnzoo.parse_config(config.to_yaml())
     assert again == config

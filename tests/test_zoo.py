@@ -196,7 +196,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     write_mnist(base / "data")
     paths = {"base": base, "data": base / "data"}
     for text in (SMALL, DENSE):
-        config = cnnzoo.load_config(text)
+        config = cnnzoo.parse_config(text)
         out = base / "runs" / config.name
         fit(config, out=out, data_root=str(base / "data"), show_progress=False)
         paths[config.name] = out
@@ -434,7 +434,7 @@ def test_viz_errors(trained, cli, tmp_path, run, image, out, message):
 
 
 def test_activation_volumes_are_the_layers_outputs():
-    plan = cnnzoo.plan_experiment(cnnzoo.load_config(SMALL))
+    plan = cnnzoo.plan_experiment(cnnzoo.parse_config(SMALL))
     model = cnnzoo.build_model(plan).eval()
     x = torch.randn(1, 1, 28, 28)
     volumes = activation_volumes(model, x)
@@ -468,11 +468,11 @@ def test_layer_modules_pair_every_layer_with_its_module():
 
 
 def test_first_layer_filters():
-    conv_net = cnnzoo.build_model(SMALL)
+    conv_net = cnnzoo.build_model(cnnzoo.parse_config(SMALL))
     plan, weights = first_layer_filters(conv_net)
     assert plan.index == "1"
     np.testing.assert_array_equal(weights, conv_net.layers[1].weight.detach().numpy())
-    dense = cnnzoo.build_model(DENSE)
+    dense = cnnzoo.build_model(cnnzoo.parse_config(DENSE))
     plan, weights = first_layer_filters(dense)
     assert weights.shape == (16, 1, 28, 28)
     np.testing.assert_array_equal(weights[5, 0], dense.layers[1].weight[5].view(28, 28).detach())
@@ -483,7 +483,7 @@ def test_first_layer_filters():
     centre = local.layers[1].weight[14, 14].permute(0, 3, 1, 2)
     np.testing.assert_array_equal(weights, centre.detach().numpy())
     flat = "model: {layers: [input: {width: 28, height: 28, depth: 1}, flatten, fc: 10]}"
-    assert first_layer_filters(cnnzoo.build_model(flat)) is None
+    assert first_layer_filters(cnnzoo.build_model(cnnzoo.parse_config(flat))) is None
 
 
 # ---- pictures
@@ -569,7 +569,7 @@ def script():
 
 
 def _overrides(script, text: str) -> list[str]:
-    config = cnnzoo.load_config(text)
+    config = cnnzoo.parse_config(text)
     return script.fashion_overrides(config, cnnzoo.plan_experiment(config))
 
 
@@ -594,7 +594,7 @@ def test_configs_are_adapted_to_fashion_mnist(script, tmp_path):
 
 
 def test_epochs_are_capped_by_the_budget(script):
-    config = cnnzoo.load_config(SMALL, ["data.limit_train=2000", "data.limit_test=1000"])
+    config = cnnzoo.parse_config(SMALL, ["data.limit_train=2000", "data.limit_test=1000"])
     work = script.Workload.of(config)
     assert (work.train_images, work.val_images, work.test_images) == (1800, 200, 1000)
     per_epoch = 1800 // 32 * 0.1 + 200 / 32 * 0.1 / 3

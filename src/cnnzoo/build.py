@@ -84,7 +84,7 @@ def build_layer(plan: LayerPlan) -> nn.Module:
 
 def build_model(config_or_path: ExperimentConfig | Plan | str | Path,
                 pretrained: bool | str = False) -> Network:
-    """The `nn.Module` of an experiment: a config, a plan, a path, a bundled name or YAML text.
+    """The `nn.Module` of an experiment: a config, a plan, a file path or a bundled name.
 
     `pretrained=True` (with a bundled config's name) returns it with its shipped trained
     weights, verified, in eval mode; a string names the weights instead: a packed

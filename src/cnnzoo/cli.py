@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,18 +19,91 @@ app = typer.Typer(
     name="cnnzoo",
     help="Convolutional networks described in YAML: build, summarise, train, evaluate.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
 USER_ERROR = 2
 
+
+def complete_config(incomplete: str) -> list[str]:
+    """Shell completion for --config: bundled config names, then YAML files and folders."""
+    from cnnzoo.config import bundled_configs
+
+    names = [name for name in bundled_configs() if name.startswith(incomplete)]
+    folder, _, start = incomplete.rpartition("/")
+    try:
+        entries = sorted(Path(folder or ".").iterdir())
+    except OSError:
+        entries = []
+    paths = [f"{folder + '/' if folder else ''}{p.name}{'/' if p.is_dir() else ''}"
+             for p in entries if p.name.startswith(start) and not p.name.startswith(".")
+             and (p.is_dir() or p.suffix in (".yaml", ".yml"))]
+    return names + paths
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cnnzoo import __version__
+
+        print(f"cnnzoo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True,
+                           help="print cnnzoo's version and exit")
+    ] = False,
+) -> None:
+    """Convolutional networks described in YAML: build, summarise, train, evaluate."""
+
+
+# Choices the parser checks and --help lists. Written out here, not imported, because
+# `cnnzoo --help` must not import torch; tests/test_cli.py checks that they match the
+# names the layers and the evaluation accept.
+class EvalSplit(str, Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+class PaddingMode(str, Enum):
+    zeros = "zeros"
+    reflect = "reflect"
+    replicate = "replicate"
+    circular = "circular"
+    symmetric = "symmetric"
+
+
+class ConvImpl(str, Enum):
+    direct = "direct"
+    fft = "fft"
+    auto = "auto"
+
+
+class FixedKernel(str, Enum):
+    identity = "identity"
+    box_blur = "box_blur"
+    gaussian_blur = "gaussian_blur"
+    sharpen = "sharpen"
+    edge = "edge"
+    sobel_x = "sobel_x"
+    sobel_y = "sobel_y"
+    emboss = "emboss"
+
+
 ConfigOption = Annotated[
     str,
     typer.Option(
-        "--config", "-c", help="an experiment file, or the name of a bundled config (cnnzoo zoo)"
+        "--config", "-c", help="an experiment file, or the name of a bundled config (cnnzoo zoo)",
+        autocompletion=complete_config,
     ),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -54,6 +128,21 @@ def summary(
         print(json.dumps(summary_dict(plan), indent=2))
     else:
         print(format_summary(plan))
+
+
+@app.command(name="config")
+def config_(
+    config: Annotated[
+        str, typer.Argument(help="an experiment file, or the name of a bundled config",
+                            autocompletion=complete_config)
+    ],
+    overrides: SetOption = None,
+) -> None:
+    """The fully resolved config as YAML, every default filled in: what `cnnzoo train`
+    would use, and valid as a --config file itself."""
+    from cnnzoo.config import load_config
+
+    print(load_config(config, overrides or []).to_yaml().rstrip("\n"))
 
 
 @app.command()
@@ -109,7 +198,8 @@ def schema(
 def train(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="an experiment file or a bundled config's name"),
+        typer.Option("--config", "-c", help="an experiment file or a bundled config's name",
+                     autocompletion=complete_config),
     ] = None,
     overrides: SetOption = None,
     out: Annotated[
@@ -241,18 +331,22 @@ def _run_dir(source: str, pretrained: bool) -> Path:
 @app.command(name="eval")
 def eval_(
     source: RunSource,
-    split: Annotated[str, typer.Option("--split", help="test, val or train")] = "test",
+    split_choice: Annotated[
+        EvalSplit, typer.Option("--split", help="the split to evaluate (val: the part of train "
+                                "held out by data.val_split)")
+    ] = EvalSplit.test,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    data_root: Annotated[str | None, typer.Option("--data-root")] = None,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="look for the dataset here first")
+    ] = None,
+    device: DeviceOption = "auto",
     pretrained: PretrainedFlag = False,
 ) -> None:
     """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
     from cnnzoo.train import evaluate_run
 
     _check_device(device)
-    if split not in ("test", "val", "train"):
-        raise CnnzooError(f"--split must be test, val or train, got '{split}'")
+    split = split_choice.value
     run_dir = _run_dir(source, pretrained)
     result, classes = evaluate_run(run_dir, split, data_root, device)
     per_class = result.per_class()
@@ -282,9 +376,9 @@ def eval_(
 def predict(
     source: RunSource,
     images: Annotated[list[Path], typer.Argument(help="image files (png, jpg, ...)")],
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="classes to show")] = 3,
+    top: Annotated[int, typer.Option("--top", "-t", min=1, help="classes to show")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    device: DeviceOption = "auto",
     pretrained: PretrainedFlag = False,
 ) -> None:
     """The most likely classes, with probabilities, for image files (for a run trained
@@ -311,22 +405,26 @@ def predict(
 def filter_(
     image: Annotated[Path, typer.Argument(help="a grayscale or RGB image file (png, jpg, ...)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="the PNG grid to write")],
-    kernels: Annotated[
-        list[str] | None,
-        typer.Option("--kernel", "-k", help="a fixed kernel: identity, box_blur, gaussian_blur, "
-                     "sharpen, edge, sobel_x, sobel_y, emboss (repeatable)"),
+    kernel_choices: Annotated[
+        list[FixedKernel] | None,
+        typer.Option("--kernel", "-k", help="a fixed kernel, one panel each (repeatable)"),
     ] = None,
     padding_mode: Annotated[
-        str, typer.Option("--padding-mode", help="zeros, reflect, replicate, circular, symmetric")
-    ] = "reflect",
-    impl: Annotated[str, typer.Option("--impl", help="direct, fft or auto")] = "direct",
+        PaddingMode, typer.Option("--padding-mode", help="what the padding around the image "
+                                  "holds")
+    ] = PaddingMode.reflect,
+    impl: Annotated[
+        ConvImpl, typer.Option("--impl", help="direct convolution, through FFTs, or the faster "
+                               "of the two")
+    ] = ConvImpl.direct,
 ) -> None:
     """Apply classic kernels (blur, sharpen, edges) to an image through cnnzoo's conv layer;
     write the original and one panel per kernel as one PNG."""
     from cnnzoo.filter import write_filter_grid
 
-    grid = write_filter_grid(image, kernels or [], out, padding_mode, impl)
-    count = len(kernels or [])
+    kernels = [k.value for k in kernel_choices or []]
+    grid = write_filter_grid(image, kernels, out, padding_mode.value, impl.value)
+    count = len(kernels)
     print(f"wrote {out} ({grid.width}x{grid.height}: the original and {count} "
           f"kernel{'' if count == 1 else 's'})")
 
@@ -386,7 +484,7 @@ def viz(
                      "default RUN_DIR/activations-IMAGE.png; with --pretrained "
                      "./activations-NAME-IMAGE.png"),
     ] = None,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    device: DeviceOption = "auto",
     pretrained: PretrainedFlag = False,
 ) -> None:
     """The activation volume of every conv, local and pool layer for one image, each a
@@ -490,7 +588,7 @@ def run(argv: list[str] | None = None) -> int:
     from cnnzoo.train import Interrupted
 
     try:
-        app(args=argv, prog_name="cnnzoo")
+        code = app(args=argv, prog_name="cnnzoo", standalone_mode=False)
     except CnnzooError as exc:
         rank = worker_rank()
         print(f"{'' if not rank else f'[rank {rank}] '}error: {exc}", file=sys.stderr)
@@ -499,12 +597,31 @@ def run(argv: list[str] | None = None) -> int:
         if not worker_rank():  # every process stopped at the same step; one says so
             print(str(exc), file=sys.stderr)
         return exc.exit_code
-    except SystemExit as exc:  # how Typer reports --help, usage errors and Exit
+    except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as exc:
+        # The parser's errors (an unknown option, a wrong choice, a missing argument) are
+        # click's exceptions, which Typer bundles privately: known by their interface.
+        if not (hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `cnnzoo` alone: the help, as is
+            exc.show()
+            return USER_ERROR
+        print(f"error: {exc.format_message()} (see cnnzoo {' '.join(_command(argv))}--help)",
+              file=sys.stderr)
+        return USER_ERROR
+    return code if isinstance(code, int) else 0  # --help and typer.Exit give a code
+
+
+def _command(argv: list[str] | None) -> list[str]:
+    """The command named in `argv`, with a space after it, for pointing to its --help."""
+    words = sys.argv[1:] if argv is None else argv
+    name = next((w for w in words if not w.startswith("-")), None)
+    known = name is not None and name in typer.main.get_command(app).commands
+    return [f"{name} "] if known else []
 
 
 def main() -> None:

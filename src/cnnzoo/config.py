@@ -1,7 +1,8 @@
 """The experiment file as typed, validated, frozen config objects (no torch).
 
-`load_config` is the only way in: YAML text -> plain data with lines ->
-`--set` overrides -> `ExperimentConfig`. Nothing past here sees a raw dict.
+`load_config` (a file or a bundled name) and `parse_config` (YAML text) are the only
+ways in: YAML text -> plain data with lines -> `--set` overrides -> `ExperimentConfig`.
+Nothing past here sees a raw dict.
 """
 
 from __future__ import annotations
@@ -194,6 +195,21 @@ class LossConfig:
             )
 
 
+@dataclass(frozen=True, kw_only=True)
+class DivergenceConfig:
+    enabled: bool = param(
+        True, kind=bool_kind(), doc="stop a run whose loss stays far above a uniform guess's "
+        "(as a NaN loss stops it)"
+    )
+    factor: float = param(
+        10.0, kind=float_kind(1.0), doc="the limit, in multiples of ln(classes): the loss of a "
+        "uniform guess, where training starts"
+    )
+    steps: int = param(
+        20, kind=int_kind(1), doc="consecutive steps above the limit before the run stops"
+    )
+
+
 _DEVICE = Kind(
     "auto | cpu | cuda | cuda:N | mps",
     lambda value, key, where: _parse_device(value, key, where),
@@ -244,6 +260,9 @@ class TrainConfig:
         "its mirror",
     )
     eval_batch_size: int = param(1024, kind=int_kind(1), doc="images per evaluation step")
+    divergence: DivergenceConfig = section(
+        DivergenceConfig, "stop a run whose loss blew up but stayed finite"
+    )
 
 
 @dataclass(frozen=True)
@@ -289,7 +308,8 @@ class ExperimentConfig:
         check_run_name(self.name, where)
 
     def to_yaml(self) -> str:
-        """The fully resolved experiment as YAML; `load_config` reads it back to an equal config."""
+        """The fully resolved experiment as YAML; `parse_config` reads it back to an equal
+        config (and `load_config` once written to a file)."""
         return dump_yaml(to_plain(self))
 
 
@@ -334,6 +354,10 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
         return path  # a directory: read_config_text explains
     from cnnzoo.errors import did_you_mean
 
+    text = str(name_or_path)
+    if "\n" in text:  # a likely slip in Python; the CLI only ever passes names and paths
+        raise ConfigError(f"no config file named '{text[:40]}...': this looks like YAML text",
+                          fix="read YAML text with cnnzoo.parse_config(text)")
     raise ConfigError(
         f"no config file or bundled config named '{name_or_path}'"
         f"{did_you_mean(stem, bundled)}",
@@ -342,26 +366,23 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 
 def load_config(
-    path_or_text: str | Path, overrides: list[str] | tuple[str, ...] = ()
+    path_or_name: str | Path, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
-    """Read and validate an experiment: a file path, a bundled config name, or YAML text.
+    """Read and validate an experiment file: a path, or the name of a bundled config.
 
     `overrides` are `key=value` strings (as `cnnzoo train --set`), applied before
-    validation so they are checked exactly like the file.
+    validation so they are checked exactly like the file. YAML text goes to `parse_config`.
     """
-    is_text = isinstance(path_or_text, str) and (
-        "\n" in path_or_text or ":" in path_or_text or not path_or_text.strip()
-    )
-    if not is_text:
-        path = resolve_config_path(path_or_text)
-        source = str(path)
-        doc = load_yaml(read_config_text(path), source)
-        default_name = path.stem
-    else:
-        source = "<string>"
-        doc = load_yaml(path_or_text, source)
-        default_name = "experiment"
-    return config_from_document(doc, default_name, overrides)
+    path = resolve_config_path(path_or_name)
+    doc = load_yaml(read_config_text(path), str(path))
+    return config_from_document(doc, path.stem, overrides)
+
+
+def parse_config(
+    text: str, overrides: list[str] | tuple[str, ...] = (), source: str = "<string>"
+) -> ExperimentConfig:
+    """Validate an experiment given as YAML text; `source` names it in error messages."""
+    return config_from_document(load_yaml(text, source), "experiment", overrides)
 
 
 def config_from_document(

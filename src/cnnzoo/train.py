@@ -42,6 +42,7 @@ from cnnzoo.config import ExperimentConfig, SchedulerConfig, TrainConfig, load_c
 from cnnzoo.cpu import choose_precision, keep_freed_memory
 from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
+from cnnzoo.divergence import DivergenceGuard
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
 from cnnzoo.finetune import initialise_from
 from cnnzoo.losses import create_loss
@@ -601,6 +602,7 @@ def fit(
     context = RunContext(out, config, plan, data.classes)
     stopper = _SignalStop()
     history: list[dict[str, Any]] = []
+    guard = DivergenceGuard(train_cfg.divergence, num_classes)
     with stopper:
         model.train()
         while position.epoch < train_cfg.epochs and position.step < budget.total:
@@ -609,7 +611,7 @@ def fit(
             tally = EpochTally(position, epoch, torch_device, progress, dist.world,
                                f"the learning rate is likely too high (train.optimizer.lr: "
                                f"{peak:g}) or the data is not normalised. {_kept(out)}")
-            losses = StepLosses(torch_device, tally.add_loss)
+            losses = StepLosses(torch_device, guard.watch(tally, Diverged))
             batches = train_split.train_batches(
                 train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
                 start_step=position.batch, rank=dist.rank, world=dist.world,

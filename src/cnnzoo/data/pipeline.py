@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnzoo.config import AugmentConfig, DataConfig
+from cnnzoo.data import fake
 from cnnzoo.data.catalog import DatasetInfo, dataset_info
 from cnnzoo.data.folders import scan_class_folders
 from cnnzoo.data.sources import RawSplit, load_split, search_dirs
@@ -117,7 +118,11 @@ def load_dataset(
     if info.layout == "folder":
         return _load_folder(data, volume, seed, splits)
     if info.layout == "fake":
-        train, test, classes, source = _fake(data, volume, num_outputs)
+        train = Split(*fake.fake_images(data.limit_train or fake.TRAIN_SIZE, volume,
+                                        num_outputs, fake.TRAIN_SEED))
+        test = Split(*fake.fake_images(data.limit_test or fake.TEST_SIZE, volume, num_outputs,
+                                       fake.TEST_SEED))
+        classes, source = fake.fake_class_names(num_outputs), fake.SOURCE
     else:
         dirs = search_dirs(data.root, data_root)
         need_train = "train" in splits or "val" in splits
@@ -203,28 +208,6 @@ def _normalisation(
     if len(std) != volume.depth:
         std = (sum(std) / len(std),) * volume.depth
     return tuple(mean), tuple(std)
-
-
-def _fake(
-    data: DataConfig, volume: Volume, num_outputs: int
-) -> tuple[Split, Split, tuple[str, ...], str]:
-    """torchvision's FakeData, shaped like the model: random images, random labels."""
-    from torchvision.datasets import FakeData
-    from torchvision.transforms import PILToTensor
-
-    def make(size: int, offset: int) -> Split:
-        fake = FakeData(size, (volume.depth, volume.height, volume.width), num_outputs,
-                        transform=PILToTensor(), random_offset=offset)
-        images = torch.stack([fake[i][0] for i in range(size)])
-        labels = torch.tensor([int(fake[i][1]) for i in range(size)])
-        if images.shape[1] != volume.depth:
-            images = images[:, : volume.depth]
-        return Split(images.contiguous(), labels)
-
-    train = make(data.limit_train or 1000, 0)
-    test = make(data.limit_test or 200, 1_000_000)
-    classes = tuple(f"class{i}" for i in range(num_outputs))
-    return train, test, classes, "torchvision FakeData"
 
 
 class BatchTransform:
