@@ -130,12 +130,12 @@ def test_margin_loss_matches_its_formula(m_plus, m_minus, lam):
 
 
 def test_margin_loss_defaults_are_the_papers():
-    config = cnnzoo.load_config("model: {layers: [relu]}\ntrain: {loss: margin}\n").train.loss
+    config = cnnzoo.parse_config("model: {layers: [relu]}\ntrain: {loss: margin}\n").train.loss
     assert (config.m_plus, config.m_minus, config.absent_weight) == (0.9, 0.1, 0.5)
 
 
 def test_capsnet_parameter_counts_are_the_papers():
-    without = cnnzoo.plan_experiment(cnnzoo.load_config(CAPSNET_LAYERS + "    - length\n"))
+    without = cnnzoo.plan_experiment(cnnzoo.parse_config(CAPSNET_LAYERS + "    - length\n"))
     assert without.total_params == 6_804_224
     assert [p.params for p in without.layers[1:5]] == [20_992, 0, 5_308_672, 1_474_560]
     full = cnnzoo.plan_experiment(cnnzoo.load_config("capsnet"))
@@ -193,7 +193,7 @@ def test_capsules_after_a_conv_group_its_filters():
     text = ("model:\n  layers:\n    - input: {width: 12, height: 12, depth: 1}\n"
             "    - conv: {filters: 24, kernel: 5, stride: 2}\n"
             "    - capsules: {units: 3, dim: 4, in_dim: 6}\n    - length\n")
-    plan = cnnzoo.plan_experiment(cnnzoo.load_config(text))
+    plan = cnnzoo.plan_experiment(cnnzoo.parse_config(text))
     assert plan.layers[2].params == 4 * 4 * 4 * 3 * 4 * 6  # 4x4 positions x 4 capsules
     model = cnnzoo.build_model(plan)
     assert model(torch.randn(2, 1, 12, 12)).shape == (2, 3)
@@ -306,7 +306,7 @@ def test_training_loss_includes_the_weighted_reconstruction_error():
     """The step's loss is margin + weight x sum-squared error: checked on one batch
     against the two terms computed apart."""
     torch.manual_seed(6)
-    model = cnnzoo.build_model(cnnzoo.load_config(TINY_CAPSNET)).train()
+    model = cnnzoo.build_model(cnnzoo.parse_config(TINY_CAPSNET)).train()
     x, labels = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     scores = model(x, labels)
     margin = create_loss(LossConfig(name="margin")).fn(scores, labels)
@@ -323,7 +323,7 @@ def test_capsules_stack_on_capsules():
             "    - primary_capsules: {capsules: 4, dim: 4, kernel: 9, stride: 3}\n"
             "    - capsules: {units: 6, dim: 8, routing: 2}\n"
             "    - capsules: {units: 3, dim: 12}\n    - length\n")
-    plan = cnnzoo.plan_experiment(cnnzoo.load_config(text))
+    plan = cnnzoo.plan_experiment(cnnzoo.parse_config(text))
     assert str(plan.layers[3].output) == "1x1x(3x12)"
     assert plan.layers[3].params == 6 * 3 * 12 * 8  # W_ij for 6 input and 3 output capsules
     model = cnnzoo.build_model(plan)

@@ -68,7 +68,7 @@ def _folder_data(tmp_path: Path, val: float, limit: int | str):
     root = write_folder(tmp_path / "images", per_class=10)  # 30 train images, class order
     text = (FOLDER.replace("ROOT", str(root)).replace("VAL", str(val))
             .replace("LIMIT", str(limit)))
-    config = cnnzoo.load_config(text)
+    config = cnnzoo.parse_config(text)
     plan = cnnzoo.plan_experiment(config)
     return load_dataset(config.data, plan.input, 3, seed=0)
 
@@ -111,7 +111,7 @@ def test_an_empty_class_folder_and_a_broken_symlink_are_warned_about(tmp_path, c
     root = write_folder(tmp_path / "images", per_class=4, with_test=False)
     (root / "train" / "zebra").mkdir()
     os.symlink(tmp_path / "gone.png", root / "train" / "cat" / "lost.png")
-    config = cnnzoo.load_config(FOLDER.replace("ROOT", str(root)).replace("VAL", "0")
+    config = cnnzoo.parse_config(FOLDER.replace("ROOT", str(root)).replace("VAL", "0")
                                 .replace("LIMIT", "null").replace("fc: 3", "fc: 4"))
     load_dataset(config.data, cnnzoo.plan_experiment(config).input, 4, seed=0)
     err = capsys.readouterr().err

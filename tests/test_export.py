@@ -58,7 +58,7 @@ def network(case: str) -> cnnzoo.Network:
     text = ("model:\n  layers:\n    - input: {width: 12, height: 12, depth: 2}\n"
             f"{body}\n    - fc: 3\n")
     torch.manual_seed(0)
-    model = cnnzoo.build_model(text).eval()
+    model = cnnzoo.build_model(cnnzoo.parse_config(text)).eval()
     with torch.no_grad():  # batchnorm with statistics other than 0 and 1
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -111,9 +111,9 @@ def test_a_layer_without_an_onnx_operator_is_named(tmp_path):
     ({"normalize": False}, Volume(28, 28, 1)),
 ])
 def test_preprocessing_matches_the_training_pipeline(data, stored):
-    from cnnzoo.config import AugmentConfig, load_config
+    from cnnzoo.config import AugmentConfig, parse_config
 
-    config = load_config("model:\n  layers:\n    - fc: 3\ndata: "
+    config = parse_config("model:\n  layers:\n    - fc: 3\ndata: "
                          + json.dumps({"dataset": "fashion_mnist", **data}))
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (5, stored.depth, stored.height,

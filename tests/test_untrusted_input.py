@@ -98,7 +98,7 @@ def test_the_layer_limit_is_exact_and_counts_like_the_plan(tmp_path):
     assert limits.count_layers(at_limit.model.layers) == limits.MAX_LAYERS
     with pytest.raises(ConfigError, match="10,001 layers"):
         cnnzoo.load_config(config(limits.MAX_LAYERS - 9001))
-    small = cnnzoo.load_config(
+    small = cnnzoo.parse_config(
         "model:\n  layers:\n    - input: {width: 8, height: 8, depth: 1}\n"
         "    - repeat: {times: 3, layers: [{conv: {filters: 2, kernel: 3, padding: same, "
         "activation: relu}}, {repeat: {times: 2, layers: [relu]}}]}\n    - fc: 3\n")

@@ -32,7 +32,7 @@ from torch import nn
 from cnnzoo import runs
 from cnnzoo.build import Network, build_model
 from cnnzoo.checkpoint import parse_weights, save_weights, tensors_digest
-from cnnzoo.config import ExperimentConfig, load_config
+from cnnzoo.config import ExperimentConfig, parse_config
 from cnnzoo.errors import CheckpointError, CnnzooError
 from cnnzoo.files import atomic_write_bytes
 
@@ -199,7 +199,7 @@ def open_packed(source: str) -> Packed:
             f"expected {PACKED_FORMAT!r}); a run's own model.safetensors is used through its "
             "run directory"
         )
-    config = load_config(meta["config"])
+    config = parse_config(meta["config"])
     info = json.loads(meta["run"])
     accuracy = float(meta["test_accuracy"]) if "test_accuracy" in meta else None
     return Packed(source, path, actual, config, info, tensors, accuracy)
