@@ -192,3 +192,83 @@ def test_cli_exit_code_for_a_bad_cutoff(cli, tmp_path):
     assert result.code == 2
     assert "line 4" in result.err and "cutoff=0.9" in result.err
     assert "Traceback" not in result.err
+
+
+# ---- cnnzoo filter in frequency
+
+
+def test_centred_log_spectrum_matches_numpy():
+    from cnnzoo.filter import centred_log_spectrum
+
+    for shape in [(6, 8), (7, 9), (5, 4)]:
+        grey = np.random.default_rng(1).random(shape)
+        expected = np.fft.fftshift(np.log1p(np.abs(np.fft.fft2(grey))))
+        got = centred_log_spectrum(torch.tensor(grey)).numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_blur_in_frequency_is_the_circular_conv():
+    from cnnzoo.filter import blur_in_frequency
+
+    x = torch.rand(1, 9, 12, dtype=torch.float64)
+    k = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float64) / 16
+    spatial = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x[None], (1, 1, 1, 1), mode="circular"), k[None, None])[0]
+    torch.testing.assert_close(blur_in_frequency(x), spatial)
+
+
+def test_filter_cli_frequency_panels_and_theorem(tmp_path, cli):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(30, 40), dtype=np.uint8)
+    Image.fromarray(pixels, "L").save(tmp_path / "in.png")
+    out = tmp_path / "grid.png"
+    result = cli("filter", tmp_path / "in.png", "--kernel", "gaussian_blur", "--lowpass", "0.2",
+                 "--shape", "ideal", "--out", out)
+    assert result.code == 0, result.err
+    difference = float(result.out.split("differ by at most ")[1].split()[0])
+    assert difference < 1e-5
+    with Image.open(out) as grid:
+        panels = np.asarray(grid)
+        # 3 panels, a 40-wide image enlarged 3x: 120 x 90 each
+        assert grid.size == (3 * 120 + 4 * 4, 16 + 90 + 2 * 4)
+    lowpass = panels[20:110:3, 4 + 2 * 124:4 + 2 * 124 + 120:3].astype(float) / 255
+    mask = _numpy_mask((30, 40), "lowpass", "ideal", 0.2)
+    expected = np.real(np.fft.ifft2(np.fft.fft2(pixels / 255) * mask)).clip(0, 1)
+    np.testing.assert_allclose(lowpass, expected, atol=0.5 / 255 + 1e-6)
+    spectra = cli("filter", tmp_path / "in.png", "--highpass", "0.1", "--bandpass", "0.1",
+                  "0.3", "--spectrum", "--out", out)
+    assert spectra.code == 0, spectra.err
+    with Image.open(out) as grid:
+        assert grid.size == (4 * 120 + 5 * 4, 2 * (16 + 90) + 3 * 4)  # 3 panels + 3 spectra
+
+
+def test_filter_cli_shrinks_large_images_unless_full_size(tmp_path, cli):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((600, 2048), dtype=np.uint8), "L").save(tmp_path / "wide.png")
+    out = tmp_path / "grid.png"
+    assert cli("filter", tmp_path / "wide.png", "--lowpass", "0.1", "--out", out).code == 0
+    with Image.open(out) as grid:
+        assert grid.size == (2 * 1024 + 3 * 4, 16 + 300 + 2 * 4)
+    assert cli("filter", tmp_path / "wide.png", "--lowpass", "0.1", "--full-size",
+               "--out", out).code == 0
+    with Image.open(out) as grid:
+        assert grid.size == (2 * 2048 + 3 * 4, 16 + 600 + 2 * 4)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--lowpass", "0"), "--lowpass 0: cutoff must be in (0, 0.5*sqrt(2)"),
+    (("--bandpass", "0.3", "0.1"), "--bandpass 0.3 0.1: bandpass needs low < high"),
+    (("--lowpass", "0.2", "--shape", "box"), "--shape must be one of ideal, gaussian"),
+    ((), "give at least one --kernel"),
+])
+def test_filter_cli_frequency_errors(tmp_path, cli, args, message):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8), "L").save(tmp_path / "in.png")
+    result = cli("filter", tmp_path / "in.png", *args, "--out", tmp_path / "grid.png")
+    assert result.code == 2
+    assert message in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "grid.png").exists()

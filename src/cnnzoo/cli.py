@@ -267,15 +267,45 @@ def filter_(
         str, typer.Option("--padding-mode", help="zeros, reflect, replicate, circular, symmetric")
     ] = "reflect",
     impl: Annotated[str, typer.Option("--impl", help="direct, fft or auto")] = "direct",
+    lowpass: Annotated[
+        list[float] | None,
+        typer.Option("--lowpass", help="a low-pass filter in frequency: the cutoff in cycles "
+                     "per pixel, in (0, 0.707]; Nyquist is 0.5 (repeatable)"),
+    ] = None,
+    highpass: Annotated[
+        list[float] | None,
+        typer.Option("--highpass", help="a high-pass filter: 1 - the low-pass (repeatable)"),
+    ] = None,
+    bandpass: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--bandpass", help="LOW HIGH: keep the frequencies between them"),
+    ] = None,
+    shape: Annotated[
+        str, typer.Option("--shape", help="the frequency filters' profile: gaussian, ideal, "
+                          "butterworth")
+    ] = "gaussian",
+    spectrum: Annotated[
+        bool, typer.Option("--spectrum", help="add each panel's centred log-magnitude spectrum")
+    ] = False,
+    full_size: Annotated[
+        bool, typer.Option("--full-size", help="draw panels at the image's size, not shrunk to "
+                           "1024 pixels on the long side")
+    ] = False,
 ) -> None:
-    """Apply classic kernels (blur, sharpen, edges) to an image through cnnzoo's conv layer;
-    write the original and one panel per kernel as one PNG."""
-    from cnnzoo.filter import write_filter_grid
+    """Apply classic kernels (blur, sharpen, edges) through cnnzoo's conv layer and
+    low-, high- or band-pass filters through its freq_filter layer to an image; write
+    the original and one panel per filter as one PNG."""
+    from cnnzoo.filter import FrequencyOptions, write_filter_grid
 
-    grid = write_filter_grid(image, kernels or [], out, padding_mode, impl)
-    count = len(kernels or [])
-    print(f"wrote {out} ({grid.width}x{grid.height}: the original and {count} "
-          f"kernel{'' if count == 1 else 's'})")
+    frequency = FrequencyOptions(tuple(lowpass or ()), tuple(highpass or ()),
+                                 (bandpass,) if bandpass else (), shape)
+    result = write_filter_grid(image, kernels or [], out, padding_mode, impl, frequency,
+                               spectrum, full_size)
+    for note in result.notes:
+        print(note)
+    count = len(result.panels) - 1
+    print(f"wrote {out} ({result.grid.width}x{result.grid.height}: the original and {count} "
+          f"filter{'' if count == 1 else 's'}{', with spectra' if spectrum else ''})")
 
 
 @app.command()

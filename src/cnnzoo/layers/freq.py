@@ -40,17 +40,18 @@ DEFAULT_ORDER = 2
 MATMUL_MAX_SIDE = 128
 
 
-def radius(size: Pair) -> np.ndarray:
-    """|f| in cycles per pixel at every bin of an (H, W) DFT, in numpy's fftfreq order."""
-    fy = np.fft.fftfreq(size[0])[:, None]
+def radius(size: Pair, rows: slice = slice(None)) -> np.ndarray:
+    """|f| in cycles per pixel at every bin of an (H, W) DFT (or the `rows` of it), in
+    numpy's fftfreq order."""
+    fy = np.fft.fftfreq(size[0])[rows, None]
     fx = np.fft.fftfreq(size[1])[None, :]
     return np.sqrt(fx**2 + fy**2)
 
 
-def lowpass_mask(size: Pair, cutoff: float, shape: str, order: int = DEFAULT_ORDER
-                 ) -> np.ndarray:
-    """The (H, W) low-pass transfer function, float64, in numpy's fftfreq order."""
-    r = radius(size)
+def lowpass_mask(size: Pair, cutoff: float, shape: str, order: int = DEFAULT_ORDER,
+                 rows: slice = slice(None)) -> np.ndarray:
+    """The (H, W) low-pass transfer function (or its `rows`), float64, in fftfreq order."""
+    r = radius(size, rows)
     if shape == "ideal":
         return (r <= cutoff).astype(np.float64)
     if shape == "gaussian":
@@ -62,15 +63,16 @@ def lowpass_mask(size: Pair, cutoff: float, shape: str, order: int = DEFAULT_ORD
 
 def frequency_mask(size: Pair, kind: str, shape: str, cutoff: float | None = None,
                    low: float | None = None, high: float | None = None,
-                   order: int = DEFAULT_ORDER) -> np.ndarray:
-    """The (H, W) transfer function of a filter, float64, in numpy's fftfreq order."""
+                   order: int = DEFAULT_ORDER, rows: slice = slice(None)) -> np.ndarray:
+    """The (H, W) transfer function of a filter (or its `rows`), float64, in numpy's
+    fftfreq order."""
     if kind == "lowpass" and cutoff is not None:
-        return lowpass_mask(size, cutoff, shape, order)
+        return lowpass_mask(size, cutoff, shape, order, rows)
     if kind == "highpass" and cutoff is not None:
-        return 1.0 - lowpass_mask(size, cutoff, shape, order)
+        return 1.0 - lowpass_mask(size, cutoff, shape, order, rows)
     if kind == "bandpass" and low is not None and high is not None:
-        passed = lowpass_mask(size, high, shape, order)
-        return passed * (1.0 - lowpass_mask(size, low, shape, order))
+        passed = lowpass_mask(size, high, shape, order, rows)
+        return passed * (1.0 - lowpass_mask(size, low, shape, order, rows))
     raise ValueError(f"{kind} needs {'low and high' if kind == 'bandpass' else 'cutoff'}")
 
 
@@ -144,9 +146,19 @@ class FreqFilterSpec(LayerSpec):
             raise where.error(f"order applies to shape: butterworth, not {self.shape}",
                               "order", fix="remove order or set shape: butterworth")
 
-    def mask(self, size: Pair) -> np.ndarray:
+    def mask(self, size: Pair, rows: slice = slice(None)) -> np.ndarray:
+        """The transfer function on an (H, W) input (or its `rows`), float64."""
         return frequency_mask(size, self.kind, self.shape, self.cutoff, self.low, self.high,
-                              self.order or DEFAULT_ORDER)
+                              self.order or DEFAULT_ORDER, rows)
+
+    def mask_float32(self, size: Pair) -> np.ndarray:
+        """The whole mask in float32, computed a band of rows at a time: on a photograph
+        of 81 M pixels the float64 temporaries of one pass would be several GB."""
+        out = np.empty(size, dtype=np.float32)
+        step = max(1, 2**20 // size[1])
+        for top in range(0, size[0], step):
+            out[top : top + step] = self.mask(size, slice(top, top + step))
+        return out
 
     def label(self) -> str:
         bands = f"{self.low:g}-{self.high:g}" if self.kind == "bandpass" else f"{self.cutoff:g}"
@@ -171,7 +183,7 @@ class FreqFilterSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
-        return FreqFilter(self.mask(plan.input.size), plan.detail["impl"])
+        return FreqFilter(self.mask_float32(plan.input.size), plan.detail["impl"])
 
 
 def choose_freq_impl(size: Pair) -> str:
@@ -218,11 +230,9 @@ class FreqFilter(nn.Module):
             raise ValueError(f"impl must be matmul or fft, got {impl!r}")
         height, width = mask.shape
         self.impl = impl
-        self.register_buffer("mask", torch.tensor(mask, dtype=torch.float32), persistent=False)
+        self.register_buffer("mask", torch.from_numpy(mask.astype(np.float32, copy=False)),
+                             persistent=False)
         if impl == "fft":
-            # rfft2 keeps the columns 0..W/2; the mask's other half is its mirror image.
-            half = torch.tensor(mask[:, : width // 2 + 1], dtype=torch.float32)
-            self.register_buffer("half_mask", half, persistent=False)
             return
         ch, sh = dft_matrices(height)
         cw, sw = dft_matrices(width)
@@ -262,7 +272,8 @@ class FreqFilter(nn.Module):
     def _fft(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         spectrum = torch.fft.rfft2(x)
-        spectrum *= self.half_mask.to(x.dtype)
+        # rfft2 keeps the columns 0..W/2; the mask's other half is their mirror image.
+        spectrum *= self.mask[:, : width // 2 + 1].to(x.dtype)
         return torch.fft.irfft2(spectrum, s=(height, width))
 
     def extra_repr(self) -> str:
