@@ -243,11 +243,14 @@ class FilterResult:
 Operation = Callable[[torch.Tensor], torch.Tensor]  # (1, H, W) channel -> (1, H, W)
 
 
-def _panel(image: torch.Tensor, label: str, operation: Operation,
+def _panel(image: torch.Tensor, label: str, make: Callable[[], Operation],
            display: Callable[[torch.Tensor], torch.Tensor], size: tuple[int, int],
            spectrum: bool) -> Panel:
-    """`operation` on every channel at full size; each result is shrunk at once, and
-    only the grey mean of the channels is kept whole, for the spectrum."""
+    """The operation `make` builds, on every channel at full size; each result is
+    shrunk at once, and only the grey mean of the channels is kept whole, for the
+    spectrum. Built here and dropped on return, so that one filter's mask (a float per
+    pixel) is alive at a time."""
+    operation = make()
     small, grey = [], None
     with torch.no_grad():
         for channel in image.split(1):
@@ -264,6 +267,10 @@ def _panel(image: torch.Tensor, label: str, operation: Operation,
     return Panel(label, values, log_magnitude)
 
 
+def _clamp(values: torch.Tensor) -> torch.Tensor:
+    return values.clamp(0.0, 1.0)
+
+
 def filter_panels(image: torch.Tensor, kernels: list[str], frequency: FrequencyOptions,
                   padding_mode: str = "reflect", impl: str = "direct", spectrum: bool = False,
                   full_size: bool = False) -> tuple[list[Panel], list[str]]:
@@ -271,28 +278,32 @@ def filter_panels(image: torch.Tensor, kernels: list[str], frequency: FrequencyO
     also gaussian_blur computed as a product in frequency. Returns notes for the user:
     how far the spatial blur and that product differ."""
     size = display_size(*image.shape[1:], full_size=full_size)
-    jobs: list[tuple[str, Operation, Callable[[torch.Tensor], torch.Tensor]]] = [
-        ("original", lambda c: c, lambda v: v.clamp(0.0, 1.0))]
+    jobs: list[tuple[str, Callable[[], Operation], Callable[[torch.Tensor], torch.Tensor]]]
+    jobs = [("original", lambda: _unchanged, _clamp)]
     for name in kernels:
-        conv = kernel_layer(image, name, padding_mode, impl)
-        jobs.append((name, conv_on_channel(conv), lambda v, n=name: to_display(v, n)))
+        jobs.append((name, lambda n=name: on_channels(kernel_layer(image, n, padding_mode, impl)),
+                     lambda v, n=name: to_display(v, n)))
     for option, params in frequency.layers():
-        layer = _build_layer({"freq_filter": params}, option, image)
         label = option.removeprefix("--") + ("" if params["shape"] == "gaussian"
                                              else f" {params['shape']}")
-        display = (lambda v: v.clamp(0.0, 1.0)) if params["kind"] == "lowpass" \
-            else signed_display
-        jobs.append((label, conv_on_channel(layer), display))
+        jobs.append((label,
+                     lambda p=params, o=option: on_channels(
+                         _build_layer({"freq_filter": p}, o, image)),
+                     _clamp if params["kind"] == "lowpass" else signed_display))
     notes = []
     if "gaussian_blur" in kernels:
         notes.append(theorem_note(image))
         if spectrum:
-            jobs.append(("gaussian_blur as H(f) X(f)", blur_in_frequency,
-                         lambda v: v.clamp(0.0, 1.0)))
+            jobs.append(("gaussian_blur as H(f) X(f)", lambda: blur_in_frequency, _clamp))
     return [_panel(image, *job, size, spectrum) for job in jobs], notes
 
 
-def conv_on_channel(layer: torch.nn.Module) -> Operation:
+def _unchanged(channel: torch.Tensor) -> torch.Tensor:
+    return channel
+
+
+def on_channels(layer: torch.nn.Module) -> Operation:
+    """A layer built for a (1, 1, H, W) input as an operation on a (1, H, W) channel."""
     return lambda channel: layer(channel[None])[0]
 
 
