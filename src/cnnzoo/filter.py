@@ -57,7 +57,8 @@ def load_image(path: Path) -> torch.Tensor:
                 grey = img.mode in ("1", "L", "LA", "I", "F") or (
                     img.mode == "P" and _palette_is_grey(img)
                 )
-                array, peak = np.asarray(img.convert("L" if grey else "RGB")), 255
+                mode = "L" if grey else "RGB"
+                array, peak = np.asarray(img if img.mode == mode else img.convert(mode)), 255
                 array = array[None] if grey else array.transpose(2, 0, 1)
     except FileNotFoundError:
         raise CnnzooError(f"cannot read image {path}: no such file") from None
@@ -206,24 +207,34 @@ def centred_log_spectrum(grey: torch.Tensor) -> torch.Tensor:
     return torch.fft.fftshift(full)
 
 
-def blur_in_frequency(channel: torch.Tensor, name: str = "gaussian_blur",
-                      size: tuple[int, int] = (3, 3)) -> torch.Tensor:
-    """A (1, H, W) channel times the fixed kernel's transfer function, transformed back:
-    the kernel's circular 'same' convolution by the convolution theorem. conv2d is a
-    cross-correlation (y[n] = sum_d g[d] x[n + d]), whose transfer function is the
-    conjugate of the kernel's DFT, with the kernel's centre at index 0."""
+def transfer_function(name: str, height: int, width: int, size: tuple[int, int] = (3, 3)
+                      ) -> torch.Tensor:
+    """The fixed kernel's transfer function on an (H, W) grid, the half a real FFT keeps
+    (H, W // 2 + 1). conv2d is a cross-correlation (y[n] = sum_d g[d] x[n + d], with
+    the kernel's centre at d = 0), whose transfer function is the conjugate of the
+    kernel's DFT."""
     from cnnzoo.layers.kernels import fixed_kernel
 
-    _, height, width = channel.shape
     weights = fixed_kernel(name).weights(size)
     centre = ((size[0] - 1) // 2, (size[1] - 1) // 2)
-    embedded = channel.new_zeros(height, width)
+    embedded = torch.zeros(height, width)
     for i, row in enumerate(weights):
         for j, w in enumerate(row):
             embedded[(i - centre[0]) % height, (j - centre[1]) % width] += w
-    transfer = torch.fft.rfft2(embedded).conj()
-    del embedded
-    return torch.fft.irfft2(torch.fft.rfft2(channel[0]) * transfer, s=(height, width))[None]
+    return torch.fft.rfft2(embedded).conj_physical_()
+
+
+def blur_in_frequency(channel: torch.Tensor, transfer: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+    """A (1, H, W) channel's spectrum times gaussian_blur's transfer function, transformed
+    back: the kernel's circular 'same' convolution, by the convolution theorem."""
+    _, height, width = channel.shape
+    if transfer is None:
+        transfer = transfer_function("gaussian_blur", height, width)
+    spectrum = torch.fft.rfft2(channel[0].to(torch.float32 if channel.dtype != torch.float64
+                                             else torch.float64))
+    spectrum *= transfer.to(spectrum.dtype)
+    return torch.fft.irfft2(spectrum, s=(height, width))[None].to(channel.dtype)
 
 
 @dataclass
@@ -294,8 +305,13 @@ def filter_panels(image: torch.Tensor, kernels: list[str], frequency: FrequencyO
     if "gaussian_blur" in kernels:
         notes.append(theorem_note(image))
         if spectrum:
-            jobs.append(("gaussian_blur as H(f) X(f)", lambda: blur_in_frequency, _clamp))
+            jobs.append(("gaussian_blur as H(f) X(f)", lambda: _frequency_blur(image), _clamp))
     return [_panel(image, *job, size, spectrum) for job in jobs], notes
+
+
+def _frequency_blur(image: torch.Tensor) -> Operation:
+    transfer = transfer_function("gaussian_blur", *image.shape[1:])
+    return lambda channel: blur_in_frequency(channel, transfer)
 
 
 def _unchanged(channel: torch.Tensor) -> torch.Tensor:
@@ -311,12 +327,14 @@ def theorem_note(image: torch.Tensor) -> str:
     """The convolution theorem checked on this image: gaussian_blur as a spatial conv
     with circular padding against the spectrum times the kernel's transfer function."""
     conv = kernel_layer(image, "gaussian_blur", "circular")
+    transfer = transfer_function("gaussian_blur", *image.shape[1:])
     largest = 0.0
     with torch.no_grad():
         for channel in image.split(1):
-            spatial = conv(channel[None])[0]
-            largest = max(largest, float((spatial - blur_in_frequency(channel)).abs().max()))
-            del spatial
+            difference = blur_in_frequency(channel, transfer)
+            difference -= conv(channel[None])[0]
+            largest = max(largest, float(difference.abs_().max()))
+            del difference
     return ("gaussian_blur: the spatial convolution (circular padding) and the image's "
             f"spectrum times the kernel's transfer function differ by at most {largest:.2g} "
             "(pixel values in [0, 1])")
