@@ -272,3 +272,17 @@ def test_filter_cli_frequency_errors(tmp_path, cli, args, message):
     assert result.code == 2
     assert message in result.err and len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular", "symmetric"])
+@pytest.mark.parametrize("name", ["sobel_y", "gaussian_blur"])
+def test_filter_in_bands_equals_the_whole_conv(monkeypatch, mode, name):
+    from cnnzoo import filter as filtering
+
+    channel = torch.rand(1, 23, 9)
+    conv = filtering.kernel_layer(channel, name, mode)
+    with torch.no_grad():
+        whole = conv(channel[None])[0]
+        monkeypatch.setattr(filtering, "BAND_ROWS", 5)  # bands of 5, 5, 5, 5 and 3 rows
+        banded = filtering.in_bands(conv, wrap=mode == "circular")(channel)
+    torch.testing.assert_close(banded, whole)

@@ -37,6 +37,7 @@ GAP = 4  # pixels around and between panels
 LABEL = 16  # pixels above each panel for its name
 MIN_PANEL = 96  # narrower images are enlarged (nearest neighbour) so labels fit
 DISPLAY = 1024  # the longest side of a panel unless --full-size
+BAND_ROWS = 512  # rows of a photograph convolved at a time (see in_bands)
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -292,7 +293,8 @@ def filter_panels(image: torch.Tensor, kernels: list[str], frequency: FrequencyO
     jobs: list[tuple[str, Callable[[], Operation], Callable[[torch.Tensor], torch.Tensor]]]
     jobs = [("original", lambda: _unchanged, _clamp)]
     for name in kernels:
-        jobs.append((name, lambda n=name: on_channels(kernel_layer(image, n, padding_mode, impl)),
+        jobs.append((name, lambda n=name: in_bands(kernel_layer(image, n, padding_mode, impl),
+                                                    wrap=padding_mode == "circular"),
                      lambda v, n=name: to_display(v, n)))
     for option, params in frequency.layers():
         label = option.removeprefix("--") + ("" if params["shape"] == "gaussian"
@@ -323,6 +325,33 @@ def on_channels(layer: torch.nn.Module) -> Operation:
     return lambda channel: layer(channel[None])[0]
 
 
+def in_bands(conv: torch.nn.Module, wrap: bool = False, halo: int = 1) -> Operation:
+    """A 'same' conv whose kernel reaches `halo` rows up and down, on a (1, H, W) channel
+    a band of BAND_ROWS rows at a time, each with `halo` rows of its neighbours, whose
+    outputs are cut off again. The result is the same (the layer's own padding still
+    applies at the image's top and bottom; with `wrap`, circular padding, the rows
+    beyond them are the other end's), but the CPU convolution unfolds the 3x3 windows
+    of one band (9 floats per pixel), not of the whole photograph."""
+    def run(channel: torch.Tensor) -> torch.Tensor:
+        height = channel.shape[1]
+        if height <= BAND_ROWS:
+            return conv(channel[None])[0]
+        source, offset = channel, 0
+        if wrap:
+            source = torch.cat([channel[:, -halo:], channel, channel[:, :halo]], dim=1)
+            offset = halo
+        out = torch.empty_like(channel)
+        for top in range(0, height, BAND_ROWS):
+            bottom = min(height, top + BAND_ROWS)
+            lo = max(0, top + offset - halo)
+            hi = min(source.shape[1], bottom + offset + halo)
+            band = conv(source[None, :, lo:hi])[0]
+            out[:, top:bottom] = band[:, top + offset - lo : bottom + offset - lo]
+        return out
+
+    return run
+
+
 def theorem_note(image: torch.Tensor) -> str:
     """The convolution theorem checked on this image: gaussian_blur as a spatial conv
     with circular padding against the spectrum times the kernel's transfer function."""
@@ -332,7 +361,7 @@ def theorem_note(image: torch.Tensor) -> str:
     with torch.no_grad():
         for channel in image.split(1):
             difference = blur_in_frequency(channel, transfer)
-            difference -= conv(channel[None])[0]
+            difference -= in_bands(conv, wrap=True)(channel)
             largest = max(largest, float(difference.abs_().max()))
             del difference
     return ("gaussian_blur: the spatial convolution (circular padding) and the image's "
