@@ -78,6 +78,12 @@ class PaddingMode(str, Enum):
     symmetric = "symmetric"
 
 
+class FreqShape(str, Enum):
+    gaussian = "gaussian"
+    ideal = "ideal"
+    butterworth = "butterworth"
+
+
 class ConvImpl(str, Enum):
     direct = "direct"
     fft = "fft"
@@ -417,16 +423,45 @@ def filter_(
         ConvImpl, typer.Option("--impl", help="direct convolution, through FFTs, or the faster "
                                "of the two")
     ] = ConvImpl.direct,
+    lowpass: Annotated[
+        list[float] | None,
+        typer.Option("--lowpass", help="a low-pass filter in frequency: the cutoff in cycles "
+                     "per pixel, in (0, 0.707]; Nyquist is 0.5 (repeatable)"),
+    ] = None,
+    highpass: Annotated[
+        list[float] | None,
+        typer.Option("--highpass", help="a high-pass filter: 1 - the low-pass (repeatable)"),
+    ] = None,
+    bandpass: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--bandpass", help="LOW HIGH: keep the frequencies between them"),
+    ] = None,
+    shape: Annotated[
+        FreqShape, typer.Option("--shape", help="the frequency filters' profile")
+    ] = FreqShape.gaussian,
+    spectrum: Annotated[
+        bool, typer.Option("--spectrum", help="add each panel's centred log-magnitude spectrum")
+    ] = False,
+    full_size: Annotated[
+        bool, typer.Option("--full-size", help="draw panels at the image's size, not shrunk to "
+                           "1024 pixels on the long side")
+    ] = False,
 ) -> None:
-    """Apply classic kernels (blur, sharpen, edges) to an image through cnnzoo's conv layer;
-    write the original and one panel per kernel as one PNG."""
-    from cnnzoo.filter import write_filter_grid
+    """Apply classic kernels (blur, sharpen, edges) through cnnzoo's conv layer and
+    low-, high- or band-pass filters through its freq_filter layer to an image; write
+    the original and one panel per filter as one PNG."""
+    from cnnzoo.filter import FrequencyOptions, write_filter_grid
 
     kernels = [k.value for k in kernel_choices or []]
-    grid = write_filter_grid(image, kernels, out, padding_mode.value, impl.value)
-    count = len(kernels)
-    print(f"wrote {out} ({grid.width}x{grid.height}: the original and {count} "
-          f"kernel{'' if count == 1 else 's'})")
+    frequency = FrequencyOptions(tuple(lowpass or ()), tuple(highpass or ()),
+                                 (bandpass,) if bandpass else (), shape.value)
+    result = write_filter_grid(image, kernels, out, padding_mode.value, impl.value, frequency,
+                               spectrum, full_size)
+    for note in result.notes:
+        print(note)
+    count = len(result.panels) - 1
+    print(f"wrote {out} ({result.grid.width}x{result.grid.height}: the original and {count} "
+          f"filter{'' if count == 1 else 's'}{', with spectra' if spectrum else ''})")
 
 
 @app.command()

@@ -62,6 +62,10 @@ class AugmentConfig:
         0.0, kind=float_kind(0.0, 1.0), doc="probability of random erasing (a random rectangle "
         "set to zero, after normalisation)"
     )
+    noise: float = param(
+        0.0, kind=float_kind(0.0), doc="standard deviation of Gaussian noise added to every "
+        "pixel, in units of pixel values in [0, 1] (0: off)"
+    )
 
 
 _DOWNLOAD = one_of(bool_kind(), choice_kind(["auto"]))

@@ -63,15 +63,18 @@ def _to_unit(img) -> np.ndarray:  # img: PIL.Image.Image
             img = img.convert("RGBA" if img.mode == "RGBa" else "LA")
             bands = img.split()
         img = bands[0] if len(bands) == 2 else Image.merge("RGB", tuple(bands[:3]))
+    # float32 throughout, scaled in place: a photograph costs its float32 size once.
     if img.mode.startswith("I;16") or img.mode == "I":
-        array = np.clip(np.asarray(img, dtype=np.float64), 0, 65535) / 65535
+        array = np.clip(np.asarray(img, dtype=np.float32), 0, 65535)
+        array /= 65535
     elif img.mode == "F":
-        array = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float64)), 0, 1)
+        array = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0, 1)
     elif img.mode in _GREY:
-        array = np.asarray(img.convert("L"), dtype=np.float64) / 255
+        array = np.asarray(img.convert("L"), dtype=np.float32)
+        array /= 255
     else:
-        array = np.asarray(img.convert("RGB"), dtype=np.float64) / 255
-    array = array.astype(np.float32)
+        array = np.asarray(img.convert("RGB"), dtype=np.float32)
+        array /= 255
     if array.ndim == 2:
         array = array[:, :, None]
     if alpha is not None:

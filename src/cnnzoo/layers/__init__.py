@@ -1,6 +1,6 @@
 """Every layer type of the model language; importing this package registers them."""
 
-from cnnzoo.layers import basic, blocks, capsules, conv, decoder, dense, local, pool
+from cnnzoo.layers import basic, blocks, capsules, conv, decoder, dense, freq, local, pool
 from cnnzoo.layers.blocks import Residual
 from cnnzoo.layers.conv import Conv2d
 from cnnzoo.layers.dense import Linear
@@ -17,6 +17,7 @@ __all__ = [
     "conv",
     "decoder",
     "dense",
+    "freq",
     "local",
     "pool",
 ]
