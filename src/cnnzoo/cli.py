@@ -561,7 +561,9 @@ def tune(
         Path | None, typer.Option("--out", "-o", help="directory for the trials and the report "
                                   "(default tune/NAME)")
     ] = None,
-    data_root: Annotated[str | None, typer.Option("--data-root")] = None,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="look for the dataset here first")
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps")] = None,
     heartbeat: Annotated[
         int, typer.Option("--heartbeat", min=1, help="seconds between a worker's signs of "
