@@ -90,7 +90,7 @@ class Denoiser:
     apply: Callable[[np.ndarray, float], np.ndarray]
 
 
-CUTOFFS = tuple(float(c) for c in np.round(np.linspace(0.04, 0.5, 24), 3))
+CUTOFFS = tuple(float(c) for c in np.round(np.linspace(0.04, 0.7, 34), 3))  # up to the corner
 DENOISERS = (
     Denoiser("Gaussian blur (spatial)", "sigma px",
              tuple(float(s) for s in np.round(np.geomspace(0.3, 3.0, 21), 3)), gaussian_blur),
