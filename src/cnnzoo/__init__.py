@@ -1,13 +1,26 @@
 """cnnzoo: convolutional networks described in YAML, built, summarised and trained."""
 
+from typing import Any
+
 from cnnzoo import layers as layers  # registers the layer types
-from cnnzoo.build import Network, build_model
 from cnnzoo.config import ExperimentConfig, load_config
 from cnnzoo.errors import CnnzooError, ConfigError
+from cnnzoo.layerspec import LayerSpec
 from cnnzoo.plan import Plan, plan_experiment, plan_layers
-from cnnzoo.registry import LayerSpec, register_layer
+from cnnzoo.registry import register_layer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Building needs torch; loading, checking and planning a config do not, so the
+    # builder is imported on first use and `cnnzoo summary` starts without torch.
+    if name in ("Network", "build_model"):
+        from cnnzoo import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
+
 
 __all__ = [
     "CnnzooError",

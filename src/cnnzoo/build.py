@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from cnnzoo.config import ExperimentConfig, load_config
-from cnnzoo.plan import LayerPlan, Plan, plan_experiment
+from cnnzoo.layerspec import LayerPlan
+from cnnzoo.plan import Plan, plan_experiment
 from cnnzoo.yamlio import dump_yaml
 
 

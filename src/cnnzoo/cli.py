@@ -166,8 +166,9 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
     directory is chosen here, so that a restarted worker finds the run it belongs to, and
     what can be refused is refused here, once, rather than by every process."""
     from cnnzoo import runs
-    from cnnzoo.distributed import Distributed, check_nproc, launch, worker_rank
+    from cnnzoo.distributed import Distributed, check_nproc, launch
     from cnnzoo.train import resolve_device
+    from cnnzoo.training.stopping import worker_rank
 
     if worker_rank() is not None:
         raise CnnzooError("--nproc starts torchrun itself; under torchrun leave it out")
@@ -341,8 +342,7 @@ def viz(
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code; user errors print one line."""
-    from cnnzoo.distributed import worker_rank
-    from cnnzoo.train import Interrupted
+    from cnnzoo.training.stopping import Interrupted, worker_rank
 
     try:
         app(args=argv, prog_name="cnnzoo")

@@ -433,7 +433,3 @@ def with_overrides(config: ExperimentConfig, overrides: list[str]) -> Experiment
     """A copy of `config` with `key=value` overrides applied and validated."""
     doc = load_yaml(config.to_yaml(), "<config>")
     return config_from_document(doc, config.name, overrides)
-
-
-def rename(config: ExperimentConfig, name: str) -> ExperimentConfig:
-    return replace(config, name=name)

@@ -13,7 +13,7 @@ from torch import nn
 from cnnzoo import pictures
 from cnnzoo.build import Network
 from cnnzoo.errors import CnnzooError
-from cnnzoo.plan import LayerPlan
+from cnnzoo.layerspec import LayerPlan
 
 # Layers whose output is a volume worth seeing slice by slice: the layers that slide
 # a window over W x H. Activations, batchnorm and dropout keep their input's volume.

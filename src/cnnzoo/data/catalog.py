@@ -7,12 +7,8 @@ use it for file names, mean/std and where distribution packages install the data
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cnnzoo.shapes import Volume
-
-if TYPE_CHECKING:
-    from cnnzoo.config import DataConfig
 
 _DIGITS = tuple(str(i) for i in range(10))
 
@@ -103,25 +99,22 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def dataset_volume(data: DataConfig) -> Volume | None:
-    """The volume the model sees after `resize`, `pad` and `channels`; None if unknown."""
-    info = DATASETS[data.dataset]
-    base = info.volume
-    if data.resize is not None:
-        height, width = data.resize
+def dataset_volume(dataset: str, resize: tuple[int, int] | None, pad: int,
+                   channels: int | None) -> Volume | None:
+    """The volume the model sees after the data options `resize`, `pad` and `channels`;
+    None if unknown."""
+    base = DATASETS[dataset].volume
+    if resize is not None:
+        height, width = resize
     elif base is not None:
         height, width = base.height, base.width
     else:
         return None
-    height, width = height + 2 * data.pad, width + 2 * data.pad
-    if data.channels is not None:
-        depth = data.channels
+    height, width = height + 2 * pad, width + 2 * pad
+    if channels is not None:
+        depth = channels
     elif base is not None:
         depth = base.depth
     else:
         depth = 3
     return Volume(width, height, depth)
-
-
-def num_classes(data: DataConfig) -> int | None:
-    return DATASETS[data.dataset].num_classes
