@@ -11,7 +11,7 @@ median of the per-repeat ratios, so a slow moment of a shared machine hits both:
 1. builder: a cnnzoo-built network vs the same network written by hand as an
    nn.Module (tests/reference_nets.py), one training step (forward, backward,
    optimizer) on a fixed batch. Target: time ratio <= 1.03.
-2. trainer: `cnnzoo train`'s training-phase images/s (cnnzoo.train.fit on the
+2. trainer: `cnnzoo train`'s training-phase images/s (cnnzoo.training.trainer.fit on the
    real Fashion-MNIST, augmentation off) vs a minimal hand-written loop over the
    same in-memory tensors with the same network, batch, optimizer and memory
    layout (target >= 0.9), and vs the pytorch/examples loop: torchvision's
@@ -46,14 +46,14 @@ sys.path.insert(0, str(ROOT))
 import cnnzoo  # noqa: E402
 from cnnzoo.config import with_overrides  # noqa: E402
 from cnnzoo.data.pipeline import load_dataset  # noqa: E402
-from cnnzoo.train import (  # noqa: E402
+from cnnzoo.training.devices import (  # noqa: E402
     autocast,
-    create_optimizer,
-    fit,
     resolve_channels_last,
     resolve_device,
     resolve_precision,
 )
+from cnnzoo.training.optim import create_optimizer  # noqa: E402
+from cnnzoo.training.trainer import fit  # noqa: E402
 from tests.reference_nets import LeNet5, SpeedrunNet  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

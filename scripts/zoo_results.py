@@ -149,18 +149,15 @@ def adapted_config(path: Path, user_sets: list[str]) -> Adapted:
 
 def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
                          steps: int = 2) -> float:
-    """Seconds of one training step (forward, backward, update) on random images."""
+    """Seconds of one training step (forward, backward, update) on random images, made
+    by the library's own `TrainStep`, so the timer and training cannot drift apart."""
     import torch
-    import torch.nn.functional as F
 
     from cnnzoo.build import build_model
-    from cnnzoo.train import (
-        autocast,
-        create_optimizer,
-        resolve_channels_last,
-        resolve_device,
-        resolve_precision,
-    )
+    from cnnzoo.losses import create_loss
+    from cnnzoo.training.devices import resolve_channels_last, resolve_device, resolve_precision
+    from cnnzoo.training.optim import create_optimizer
+    from cnnzoo.training.trainer import TrainStep
 
     train = config.train
     torch_device = resolve_device(device)
@@ -171,17 +168,14 @@ def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
     channels_last = resolve_channels_last(train.channels_last, plan, torch_device)
     memory = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=memory)
-    optimizer = create_optimizer(model, train)
+    train_step = TrainStep(model, create_optimizer(model, train), create_loss(train.loss).fn,
+                           torch_device, precision)
     x = torch.randn(train.batch_size, *plan.input.torch_shape(), device=torch_device)
     x = x.contiguous(memory_format=memory)
     y = torch.randint(0, plan.output.depth, (train.batch_size,), device=torch_device)
 
     def step() -> None:
-        with autocast(torch_device, precision):
-            loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(x, y)
         if torch_device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -273,7 +267,7 @@ def train_command(config_arg: str, sets: list[str], out: Path, device: str,
 def finished_run(out: Path, config: ExperimentConfig) -> bool:
     """Whether `out` holds a finished run of exactly `config` (devices and other settings
     a resume may change aside)."""
-    from cnnzoo.train import config_differences
+    from cnnzoo.training.state import config_differences
 
     if not (out / "results.json").exists() or not (out / "config.yaml").exists():
         return False

@@ -344,7 +344,7 @@ def test_fixed_kernels_apply_to_each_channel_in_turn():
 
 
 def test_fixed_kernels_are_frozen_unless_trainable():
-    from cnnzoo.train import create_optimizer
+    from cnnzoo.training.optim import create_optimizer
 
     text = yaml_of(8, 8, 1, "conv: {filters: 2, weights: [sobel_x, sobel_y], padding: same}",
                    "conv: {filters: 4, kernel: 3, trainable: TRAIN}", "fc: 3")

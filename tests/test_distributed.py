@@ -31,7 +31,7 @@ from cnnzoo.data.pipeline import FolderSplit, Split
 from cnnzoo.distributed import Distributed, check_nproc, threads_per_process
 from cnnzoo.errors import CnnzooError, ConfigError
 from cnnzoo.shapes import Volume
-from cnnzoo.train import fit
+from cnnzoo.training.trainer import fit
 from tests.conftest import FASHION_DIR, run_process, write
 from tests.datafiles import write_folder
 

@@ -21,7 +21,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo import pictures
-from cnnzoo.train import fit
+from cnnzoo.training.trainer import fit
 from cnnzoo.viz import activation_volumes, first_layer_filters, layer_modules
 from tests.conftest import CONFIGS, ROOT, write
 from tests.datafiles import class_images, write_mnist

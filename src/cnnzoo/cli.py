@@ -134,7 +134,8 @@ def train(
 ) -> None:
     """Train a network on its dataset and save the run (weights, metrics, results)."""
     from cnnzoo.config import load_config
-    from cnnzoo.train import fit, load_config_for_resume
+    from cnnzoo.training.runload import load_config_for_resume
+    from cnnzoo.training.trainer import fit
 
     if device is not None:
         from cnnzoo.config import TrainConfig  # validate like the YAML key
@@ -167,7 +168,7 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
     what can be refused is refused here, once, rather than by every process."""
     from cnnzoo import runs
     from cnnzoo.distributed import Distributed, check_nproc, launch
-    from cnnzoo.train import resolve_device
+    from cnnzoo.training.devices import resolve_device
     from cnnzoo.training.stopping import worker_rank
 
     if worker_rank() is not None:
@@ -207,7 +208,7 @@ def eval_(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
-    from cnnzoo.train import evaluate_run
+    from cnnzoo.training.runload import evaluate_run
 
     if split not in ("test", "val", "train"):
         raise CnnzooError(f"--split must be test, val or train, got '{split}'")

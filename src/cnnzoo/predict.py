@@ -11,7 +11,9 @@ from cnnzoo import runs
 from cnnzoo.data.pipeline import read_image
 from cnnzoo.errors import CnnzooError
 from cnnzoo.shapes import Volume
-from cnnzoo.train import load_run_model, predict_logits, resolve_device, run_transform
+from cnnzoo.training.devices import resolve_device
+from cnnzoo.training.evaluation import predict_logits
+from cnnzoo.training.runload import load_run_model, run_transform
 
 
 def predict_files(run_dir: Path, images: list[Path], top: int = 3,

@@ -111,7 +111,8 @@ def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
     from cnnzoo import runs
     from cnnzoo.data.pipeline import read_image
     from cnnzoo.shapes import Volume
-    from cnnzoo.train import load_run_model, resolve_device, run_transform
+    from cnnzoo.training.devices import resolve_device
+    from cnnzoo.training.runload import load_run_model, run_transform
 
     run = runs.open_run(run_dir)
     if not Path(image).is_file():

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,6 +39,36 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Training steps per epoch: the last incomplete batch is dropped (unless it is
+    the only one), so every step sees a full batch for batchnorm and the lr schedule."""
+    return max(1, samples // batch_size)
+
+
+class Batches(Protocol):
+    """What training and evaluation ask of a split, whether its images are tensors in
+    memory (`Split`) or files decoded as they are read (`FolderSplit`)."""
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device) -> Batches:
+        """The split with its images on `device`, where they can be kept there."""
+        ...
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def train_batches(self, batch_size: int, *, seed: int, epoch: int, start_step: int = 0,
+                      rank: int = 0, world: int = 1
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epoch `epoch`'s shuffled batches from `start_step`; this process's share."""
+        ...
+
+    def eval_batches(self, batch_size: int, rank: int = 0, world: int = 1
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in order; this process's share."""
+        ...
+
+
 @dataclass
 class Split:
     """Images (uint8, N x C x H x W) and labels held in memory, on one device."""
@@ -52,9 +83,7 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device))
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Training steps per epoch: the last incomplete batch is dropped (unless it is
-        the only one), so every step sees a full batch for batchnorm and the lr schedule."""
-        return max(1, len(self) // batch_size)
+        return steps_per_epoch(len(self), batch_size)
 
     def train_batches(
         self,
@@ -90,9 +119,9 @@ class Dataset:
     """A dataset ready for training: splits, class names and normalisation."""
 
     name: str
-    train: Split | FolderSplit
-    val: Split | FolderSplit | None
-    test: Split | FolderSplit
+    train: Batches
+    val: Batches | None
+    test: Batches
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -165,17 +194,24 @@ def convert_images(images: torch.Tensor, data: DataConfig, volume: Volume) -> to
     return images
 
 
+def _val_indices(samples: int, fraction: float,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices, each sorted: `fraction` of the training images drawn by
+    `seed` for validation."""
+    n_val = round(samples * fraction)
+    if n_val < 1 or n_val >= samples:
+        raise DataError(
+            f"val_split {fraction} of {samples} training images leaves "
+            f"{samples - n_val} to train on and {n_val} to validate"
+        )
+    order = torch.randperm(samples, generator=torch.Generator().manual_seed(seed))
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
 def _split_val(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
     if fraction <= 0:
         return train, None
-    n_val = round(len(train) * fraction)
-    if n_val < 1 or n_val >= len(train):
-        raise DataError(
-            f"val_split {fraction} of {len(train)} training images leaves "
-            f"{len(train) - n_val} to train on and {n_val} to validate"
-        )
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
+    train_index, val_index = _val_indices(len(train), fraction, seed)
     return (
         Split(train.images[train_index], train.labels[train_index]),
         Split(train.images[val_index], train.labels[val_index]),
@@ -323,8 +359,12 @@ class FolderSplit:
     def subset(self, index: list[int]) -> FolderSplit:
         return FolderSplit([self.samples[i] for i in index], self.volume, self.workers)
 
+    def to(self, device: torch.device) -> FolderSplit:
+        """The files stay where they are; each batch is decoded, then moved."""
+        return self
+
     def steps_per_epoch(self, batch_size: int) -> int:
-        return max(1, len(self) // batch_size)
+        return steps_per_epoch(len(self), batch_size)
 
     def _loader(self, order: list[int], batch_size: int) -> torch.utils.data.DataLoader:
         dataset = _ImageFiles([self.samples[i] for i in order], self.volume)
@@ -461,10 +501,9 @@ def _load_folder(data: DataConfig, volume: Volume, seed: int, splits: tuple[str,
     train = FolderSplit(train_samples, volume, data.workers)
     val = None
     if data.val_split > 0:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        n_val = round(len(train) * data.val_split)
-        val = train.subset(sorted(order[:n_val].tolist()))
-        train = train.subset(sorted(order[n_val:].tolist()))
+        train_index, val_index = _val_indices(len(train), data.val_split, seed)
+        val = train.subset(val_index.tolist())
+        train = train.subset(train_index.tolist())
     mean, std = _normalisation(data, dataset_info("folder"), volume)
     return Dataset("folder", train, val, FolderSplit(test_samples, volume, data.workers),
                    tuple(classes), mean, std, volume, str(root))
