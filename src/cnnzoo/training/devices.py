@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 
+from cnnzoo.auto import resolve
 from cnnzoo.errors import CnnzooError
 from cnnzoo.plan import Plan
 
@@ -14,15 +15,15 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
+def _auto_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if _mps_available() else "cpu"
+
+
 def resolve_device(requested: str) -> torch.device:
     """`auto`: CUDA, else Apple's MPS, else the CPU; a named device must exist."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(requested)
+    device = torch.device(resolve(requested, _auto_device))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CnnzooError(f"device {requested} requested but CUDA is not available; use cpu")
     if device.type == "cuda" and device.index is not None and (
@@ -38,23 +39,19 @@ def resolve_device(requested: str) -> torch.device:
 
 def resolve_precision(requested: str, device: torch.device) -> str:
     """`auto`: bf16 on a CUDA device that computes it, fp32 elsewhere."""
-    if requested != "auto":
-        if requested == "fp16" and device.type == "cpu":
-            raise CnnzooError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        return requested
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    precision = resolve(requested, lambda: "bf16" if device.type == "cuda"
+                        and torch.cuda.is_bf16_supported() else "fp32")
+    if precision == "fp16" and device.type == "cpu":
+        raise CnnzooError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return precision
 
 
 def resolve_channels_last(setting: bool | str, plan: Plan, device: torch.device) -> bool:
     """`auto`: NHWC for networks with convolutions on the CPU and CUDA, where the
     convolution kernels (oneDNN, cuDNN tensor cores) are faster in that layout; on
     this project's 2-core CPU it trains LeNet-5 1.7x faster."""
-    if setting != "auto":
-        return bool(setting)
-    has_conv = any(layer.type_name == "conv" for layer in plan.walk())
-    return has_conv and device.type in ("cpu", "cuda")
+    return resolve(setting, lambda: device.type in ("cpu", "cuda") and any(
+        layer.type_name == "conv" for layer in plan.walk()))
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.data.pipeline import BatchTransform
+from cnnzoo.data.augment import BatchTransform
 from cnnzoo.distributed import Distributed
 from cnnzoo.losses import LossFn
 from cnnzoo.training.devices import autocast

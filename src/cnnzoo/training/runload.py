@@ -12,7 +12,8 @@ from cnnzoo import runs
 from cnnzoo.build import Network, build_model
 from cnnzoo.checkpoint import load_into
 from cnnzoo.config import ExperimentConfig, load_config
-from cnnzoo.data.pipeline import BatchTransform, load_dataset
+from cnnzoo.data.augment import BatchTransform
+from cnnzoo.data.pipeline import load_dataset
 from cnnzoo.errors import CheckpointError, CnnzooError
 from cnnzoo.plan import plan_experiment
 from cnnzoo.training.devices import resolve_channels_last, resolve_device, resolve_precision

@@ -33,7 +33,8 @@ from cnnzoo import runs
 from cnnzoo.build import build_model
 from cnnzoo.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.config import ExperimentConfig
-from cnnzoo.data.pipeline import BatchTransform, Dataset, load_dataset, step_seed
+from cnnzoo.data.augment import BatchTransform
+from cnnzoo.data.pipeline import Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.errors import CheckpointError, ConfigError
 from cnnzoo.files import atomic_write_text
