@@ -478,6 +478,7 @@ def test_filter_errors_are_one_line_and_exit_2(tmp_path, cli):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "notes.txt"]  # nothing written
 
 
+@pytest.mark.slow
 def test_filter_bad_image_exits_2_as_a_process(tmp_path):
     result = run_process("filter", tmp_path / "nope.png", "--kernel", "edge", "--out",
                          tmp_path / "grid.png")

@@ -35,6 +35,9 @@ from cnnzoo.training.trainer import fit
 from tests.conftest import FASHION_DIR, run_process, write
 from tests.datafiles import write_folder
 
+# Every test here starts torchrun and its worker processes.
+pytestmark = pytest.mark.slow
+
 # No batchnorm, no dropout, no augmentation: nothing in a step depends on how the batch
 # is split. The data is noise with random labels, which the network can only slowly
 # memorise, and the learning rate is constant: every step moves the weights by about

@@ -499,6 +499,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [pytest.param(signal.SIGINT, 130, id="SIGINT"),
                                           pytest.param(signal.SIGTERM, 143, id="SIGTERM")])
 def test_a_signal_stops_training_with_a_checkpoint_and_resume_finishes_it(

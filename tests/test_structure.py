@@ -108,6 +108,7 @@ TORCH_FREE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", TORCH_FREE, ids=" ".join)
 def test_command_does_not_import_torch(argv: list[str]) -> None:
     code = (
@@ -124,6 +125,7 @@ def test_command_does_not_import_torch(argv: list[str]) -> None:
     assert last.endswith(str(expected)), done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_check_itself_sees_torch() -> None:
     """The same check on a command that builds a network does see torch."""
     code = ("import sys\nimport cnnzoo\n"

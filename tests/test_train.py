@@ -284,6 +284,7 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, cli, mnist_root):
         assert key in result.err
 
 
+@pytest.mark.slow
 def test_real_subprocess_exit_codes(tmp_path, mnist_root):
     ok = run_process("train", "-c", small_config(tmp_path), "--data-root", mnist_root,
                      "-o", tmp_path / "run", "--set", "train.epochs=1")
@@ -331,6 +332,7 @@ def test_cosine_warmup_and_step_schedules():
     assert math.isclose(lr_factor(5, 100, 10, 1.0, SchedulerConfig()), 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_one_epoch(tmp_path, cli, monkeypatch):

@@ -687,6 +687,7 @@ def test_results_markdown(script):
     assert "Nothing has been measured yet." in empty and "None of them" in empty
 
 
+@pytest.mark.slow
 def test_zoo_results_end_to_end_on_fake_files(script, tmp_path, monkeypatch):
     """One config through the whole script: a real `cnnzoo train` subprocess, then the
     report, results.json (as `cnnzoo zoo` reads it), the plot and the comment line."""
@@ -717,6 +718,7 @@ def test_zoo_results_end_to_end_on_fake_files(script, tmp_path, monkeypatch):
     assert "not yet measured" not in comment
 
 
+@pytest.mark.slow
 def test_zoo_results_reuse_takes_a_finished_run_of_the_same_config_only(script, tmp_path,
                                                                          monkeypatch):
     """--reuse records a finished run of the same config without training again, and
