@@ -134,3 +134,30 @@ def test_check_itself_sees_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def _too_long(paths: list[Path], module_limit: int,
+              function_limit: int | None) -> list[str]:
+    found = []
+    for path in paths:
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > module_limit:
+            found.append(f"{path.name}: {lines} lines")
+        if function_limit is None:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > function_limit:
+                    found.append(f"{path.name}: {node.name} is {length} lines")
+    return found
+
+
+def test_modules_and_functions_are_short() -> None:
+    """Modules of at most 500 lines and functions of at most 80 in src/cnnzoo, so that
+    each part can be read whole; the scripts stay thin drivers (under 250 lines)."""
+    assert _too_long(sorted((SRC / "cnnzoo").rglob("*.py")), 500, 80) == []
+    scripts = sorted((SRC.parent / "scripts").glob("*.py"))
+    assert scripts
+    assert _too_long(scripts, 249, None) == []
