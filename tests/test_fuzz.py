@@ -27,8 +27,8 @@ from cnnzoo.config import (
     OptimizerConfig,
     SchedulerConfig,
     TrainConfig,
-    apply_override,
 )
+from cnnzoo.overrides import apply_override
 from cnnzoo.registry import layer_table
 
 FUZZ = settings(
@@ -102,7 +102,7 @@ experiments = st.fixed_dictionaries(
 def _load_and_plan(text: str, overrides: list[str] | tuple[str, ...] = ()) -> None:
     """Load (and plan, when valid); only a config or a ConfigError may come out."""
     try:
-        config = cnnzoo.load_config(text, overrides)
+        config = cnnzoo.parse_config(text, overrides)
     except cnnzoo.ConfigError as exc:
         assert str(exc), "a ConfigError must say something"
         return
@@ -197,7 +197,7 @@ def test_apply_override_on_any_data_returns_a_key_path_or_a_config_error(
        lr=st.floats(0, 1e6, allow_nan=False), style=st.sampled_from(["[1]", ".1"]))
 def test_valid_overrides_land_where_they_say(epochs: int, filters: int, lr: float,
                                              style: str) -> None:
-    config = cnnzoo.load_config(BASE, [
+    config = cnnzoo.parse_config(BASE, [
         f"train.epochs={epochs}",
         f"model.layers{style}.conv.filters={filters}",
         f"train.optimizer.lr={lr!r}",

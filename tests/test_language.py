@@ -21,13 +21,13 @@ def layers(*items: str) -> str:
 
 
 def plan_of(*items: str) -> cnnzoo.Plan:
-    return cnnzoo.plan_experiment(cnnzoo.load_config(layers(*items)))
+    return cnnzoo.plan_experiment(cnnzoo.parse_config(layers(*items)))
 
 
 def test_the_three_ways_to_write_a_layer_are_equal():
-    long = cnnzoo.load_config(layers("conv: {filters: 8}", "relu", "pool: {size: 2}",
+    long = cnnzoo.parse_config(layers("conv: {filters: 8}", "relu", "pool: {size: 2}",
                                      "dropout: {p: 0.5}", "fc: {units: 10}"))
-    short = cnnzoo.load_config(layers("conv: 8", "relu", "pool: 2", "dropout: 0.5", "fc: 10"))
+    short = cnnzoo.parse_config(layers("conv: 8", "relu", "pool: 2", "dropout: 0.5", "fc: 10"))
     assert long.model == short.model
 
 
@@ -120,7 +120,7 @@ def test_repeat_applies_the_stack_times_over():
 
 
 def test_input_layer_is_implied_by_the_dataset():
-    config = cnnzoo.load_config("model:\n  layers: [conv: 4, pool: 2, fc: 10]\n"
+    config = cnnzoo.parse_config("model:\n  layers: [conv: 4, pool: 2, fc: 10]\n"
                                 "data: {dataset: fashion_mnist}\n")
     plan = cnnzoo.plan_experiment(config)
     assert plan.layers[0].type_name == "input"
@@ -129,7 +129,7 @@ def test_input_layer_is_implied_by_the_dataset():
 
 
 def test_resize_pad_and_channels_shape_the_input():
-    config = cnnzoo.load_config(
+    config = cnnzoo.parse_config(
         "model:\n  layers: [input: {width: 32, height: 32, depth: 3}, fc: 10]\n"
         "data: {dataset: fashion_mnist, pad: 2, channels: 3}\n"
     )
@@ -142,13 +142,13 @@ def test_name_defaults_to_file_stem(tmp_path):
 
 
 def test_overrides_are_validated_like_the_file():
-    config = cnnzoo.load_config(layers("conv: 8", "fc: 10"),
+    config = cnnzoo.parse_config(layers("conv: 8", "fc: 10"),
                                 ["model.layers[1].conv.filters=16", "train.epochs=3",
                                  "train.optimizer=adam"])
     assert config.model.layers[1].filters == 16
     assert config.train.epochs == 3 and config.train.optimizer.name == "adam"
     with pytest.raises(cnnzoo.ConfigError, match=r"--set train.epochs=many.*epochs must be an"):
-        cnnzoo.load_config(layers("fc: 3"), ["train.epochs=many"])
+        cnnzoo.parse_config(layers("fc: 3"), ["train.epochs=many"])
 
 
 def test_print_model_reads_like_the_yaml():

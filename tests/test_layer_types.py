@@ -13,8 +13,10 @@ from cnnzoo.shapes import Volume
 
 INPUT = Volume(8, 8, 3)
 
-# One YAML item per layer type with its required parameters; a new type must add its
-# row here (test_every_type_has_an_example), so that it is built and run at least once.
+# One YAML item per layer type with its required parameters (or a list: the layers its
+# input needs, then it); a new type must add its row here
+# (test_every_type_has_an_example), so that it is built and run at least once.
+PRIMARY = {"primary_capsules": {"capsules": 2, "dim": 4, "kernel": 3, "stride": 2}}
 EXAMPLES = {
     "input": {"input": {"width": 8, "height": 8, "depth": 3}},
     "relu": "relu",
@@ -36,6 +38,12 @@ EXAMPLES = {
     "local": {"local": {"filters": 2, "kernel": 3}},
     "pool": {"pool": 2},
     "global_pool": "global_pool",
+    "freq_filter": {"freq_filter": {"kind": "bandpass", "low": 0.1, "high": 0.3}},
+    "primary_capsules": {"primary_capsules": {"capsules": 2, "dim": 4, "kernel": 3}},
+    # Layers that need capsules as input: the layers before them, then the layer itself.
+    "capsules": [PRIMARY, {"capsules": {"units": 3, "dim": 4, "routing": 2}}],
+    "length": [PRIMARY, {"capsules": {"units": 3, "dim": 4}}, "length"],
+    "decoder": [PRIMARY, {"capsules": {"units": 3, "dim": 4}}, {"decoder": {"units": [16]}}],
 }
 
 
@@ -45,9 +53,12 @@ def test_every_type_has_an_example() -> None:
 
 @pytest.mark.parametrize("name", list_layer_types())
 def test_layer_type_is_planned_built_and_run(name: str) -> None:
-    spec = parse_layer(EXAMPLES[name], 0, Where("model.layers", ("model", "layers")))
-    assert spec.type_name == name
-    plan = cnnzoo.plan_layers([spec], INPUT)
+    example = EXAMPLES[name]
+    where = Where("model.layers", ("model", "layers"))
+    specs = [parse_layer(item, i, where)
+             for i, item in enumerate(example if isinstance(example, list) else [example])]
+    assert specs[-1].type_name == name
+    plan = cnnzoo.plan_layers(specs, INPUT)
     torch.manual_seed(0)
     model = cnnzoo.build_model(plan).eval()
     x = torch.randn(2, *INPUT.torch_shape())

@@ -161,7 +161,7 @@ def _check_against_forward_pass(plan: cnnzoo.Plan, text: str) -> None:
 @given(experiment_text())
 def test_random_stack_is_refused_or_matches_its_plan(text: str) -> None:
     try:
-        plan = cnnzoo.plan_experiment(cnnzoo.load_config(text))
+        plan = cnnzoo.plan_experiment(cnnzoo.parse_config(text))
     except cnnzoo.ConfigError:
         event("refused with a ConfigError")
         return
@@ -184,7 +184,7 @@ model:
 
 def test_known_stack_matches_hand_computed_volumes() -> None:
     """The property's comparison on one stack worked out by hand (W x H x D, flat)."""
-    plan = cnnzoo.plan_experiment(cnnzoo.load_config(KNOWN_STACK))
+    plan = cnnzoo.plan_experiment(cnnzoo.parse_config(KNOWN_STACK))
     outputs = [(v.width, v.height, v.depth, v.flat) for v in (p.output for p in plan.layers)]
     assert outputs == [
         (15, 13, 4, False),
@@ -212,11 +212,11 @@ yamlish = st.lists(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.text(), yamlish))
-@example("a" * 300)  # no newline or colon: read as a file name, one too long for the system
+@example("a" * 300)  # a plain scalar, not a mapping
 @example("model:\n  layers: [relu]\n")
 def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
     try:
-        config = cnnzoo.load_config(text)
+        config = cnnzoo.parse_config(text)
     except cnnzoo.ConfigError:
         return
     assert isinstance(config, cnnzoo.ExperimentConfig)

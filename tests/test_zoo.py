@@ -135,6 +135,7 @@ PUBLISHED_PARAMS = [
     ("resnet20", 270_000, -4),  # He et al. 2016, Table 6: 0.27M
     ("all-cnn-c", 1_400_000, -5),  # Springenberg et al. 2015: 1.4M
     ("nin", 970_000, -4),  # the NIN CIFAR-10 Caffe model: 0.97M
+    ("capsnet", 8_215_568, 0),  # Sabour et al. 2017 with the decoder, counted by hand
 ]
 
 
@@ -194,7 +195,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     write_mnist(base / "data")
     paths = {"base": base, "data": base / "data"}
     for text in (SMALL, DENSE):
-        config = cnnzoo.load_config(text)
+        config = cnnzoo.parse_config(text)
         out = base / "runs" / config.name
         fit(config, out=out, data_root=str(base / "data"), show_progress=False)
         paths[config.name] = out
@@ -432,7 +433,7 @@ def test_viz_errors(trained, cli, tmp_path, run, image, out, message):
 
 
 def test_activation_volumes_are_the_layers_outputs():
-    plan = cnnzoo.plan_experiment(cnnzoo.load_config(SMALL))
+    plan = cnnzoo.plan_experiment(cnnzoo.parse_config(SMALL))
     model = cnnzoo.build_model(plan).eval()
     x = torch.randn(1, 1, 28, 28)
     volumes = activation_volumes(model, x)
@@ -466,11 +467,11 @@ def test_layer_modules_pair_every_layer_with_its_module():
 
 
 def test_first_layer_filters():
-    conv_net = cnnzoo.build_model(SMALL)
+    conv_net = cnnzoo.build_model(cnnzoo.parse_config(SMALL))
     plan, weights = first_layer_filters(conv_net)
     assert plan.index == "1"
     np.testing.assert_array_equal(weights, conv_net.layers[1].weight.detach().numpy())
-    dense = cnnzoo.build_model(DENSE)
+    dense = cnnzoo.build_model(cnnzoo.parse_config(DENSE))
     plan, weights = first_layer_filters(dense)
     assert weights.shape == (16, 1, 28, 28)
     np.testing.assert_array_equal(weights[5, 0], dense.layers[1].weight[5].view(28, 28).detach())
@@ -481,7 +482,7 @@ def test_first_layer_filters():
     centre = local.layers[1].weight[14, 14].permute(0, 3, 1, 2)
     np.testing.assert_array_equal(weights, centre.detach().numpy())
     flat = "model: {layers: [input: {width: 28, height: 28, depth: 1}, flatten, fc: 10]}"
-    assert first_layer_filters(cnnzoo.build_model(flat)) is None
+    assert first_layer_filters(cnnzoo.build_model(cnnzoo.parse_config(flat))) is None
 
 
 # ---- pictures
@@ -564,7 +565,7 @@ def script():
 
 
 def _overrides(script, text: str) -> list[str]:
-    config = cnnzoo.load_config(text)
+    config = cnnzoo.parse_config(text)
     return script.measure.fashion_overrides(config, cnnzoo.plan_experiment(config))
 
 
@@ -589,7 +590,7 @@ def test_configs_are_adapted_to_fashion_mnist(script, tmp_path):
 
 
 def test_epochs_are_capped_by_the_budget(script):
-    config = cnnzoo.load_config(SMALL, ["data.limit_train=2000", "data.limit_test=1000"])
+    config = cnnzoo.parse_config(SMALL, ["data.limit_train=2000", "data.limit_test=1000"])
     work = script.measure.Workload.of(config)
     assert (work.train_images, work.val_images, work.test_images) == (1800, 200, 1000)
     per_epoch = 1800 // 32 * 0.1 + 200 / 32 * 0.1 / 3

@@ -2,23 +2,29 @@
 
 from typing import Any
 
-from cnnzoo import layers as layers  # registers the layer types
-from cnnzoo.config import ExperimentConfig, load_config
-from cnnzoo.errors import CnnzooError, ConfigError
-from cnnzoo.layerspec import LayerSpec
-from cnnzoo.plan import Plan, plan_experiment, plan_layers
-from cnnzoo.registry import register_layer
+from cnnzoo.startup import quiet_interrupt
 
-__version__ = "0.1.0"
+with quiet_interrupt():  # Ctrl-C while the package is imported
+    from cnnzoo import layers as layers  # registers the layer types
+    from cnnzoo.config import ExperimentConfig, load_config, parse_config
+    from cnnzoo.errors import CnnzooError, ConfigError
+    from cnnzoo.layerspec import LayerSpec
+    from cnnzoo.plan import Plan, plan_experiment, plan_layers
+    from cnnzoo.registry import register_layer
+    from cnnzoo.version import __version__
 
 
 def __getattr__(name: str) -> Any:
     # Building needs torch; loading, checking and planning a config do not, so the
     # builder is imported on first use and `cnnzoo summary` starts without torch.
-    if name in ("Network", "build_model"):
+    if name == "Network":
         from cnnzoo import build
 
-        return getattr(build, name)
+        return build.Network
+    if name == "build_model":  # with pretrained=, it loads trained weights too
+        from cnnzoo import pretrained
+
+        return pretrained.build_model
     raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
 
 
@@ -33,6 +39,7 @@ __all__ = [
     "build_model",
     "layers",
     "load_config",
+    "parse_config",
     "plan_experiment",
     "plan_layers",
     "register_layer",

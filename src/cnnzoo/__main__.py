@@ -1,3 +1,6 @@
-from cnnzoo.cli import main
+from cnnzoo.startup import quiet_interrupt
+
+with quiet_interrupt():
+    from cnnzoo.cli import main
 
 main()

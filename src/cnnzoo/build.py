@@ -30,10 +30,22 @@ class Network(nn.Module):
             1,
             1,
         )
+        # Layers that also take the labels (a capsule decoder, masked by the true class).
+        self.label_layers = tuple(i for i, p in enumerate(plan.layers) if p.type_name == "decoder")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(x)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores (B, K). `labels` (training) go to the layers that use them."""
+        if not self.label_layers:
+            x = self.layers(x)
+        else:
+            for i, layer in enumerate(self.layers):
+                x = layer(x, labels) if i in self.label_layers else layer(x)
         return x.flatten(1) if self.flatten_output else x
+
+    def auxiliary_loss(self, images: torch.Tensor) -> torch.Tensor | float:
+        """What the layers add to the training loss for the batch of the last forward
+        pass on `images` (a decoder's reconstruction error); 0.0 for most networks."""
+        return sum((self.layers[i].loss(images) for i in self.label_layers), 0.0)
 
     def __repr__(self) -> str:
         lines = [f"Network {self.plan.name!r}: {self.plan.total_params:,} params"]
@@ -72,7 +84,8 @@ def build_layer(plan: LayerPlan) -> nn.Module:
 
 
 def build_model(config_or_path: ExperimentConfig | Plan | str | Path) -> Network:
-    """The `nn.Module` of an experiment: a config, a plan, a path, a bundled name or YAML text."""
+    """The `nn.Module` of an experiment: a config, a plan, a file path or a bundled name
+    (with trained weights: `cnnzoo.build_model(..., pretrained=...)`, cnnzoo.pretrained)."""
     if isinstance(config_or_path, Plan):
         plan = config_or_path
     else:

@@ -9,32 +9,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cnnzoo import cli_runs
+from cnnzoo.cli_app import (
+    USER_ERROR,
+    ConfigOption,
+    SetOption,
+    app,
+    check_device,
+    complete_config,
+)
 from cnnzoo.errors import CnnzooError
 
 if TYPE_CHECKING:
     from cnnzoo.config import ExperimentConfig
 
-app = typer.Typer(
-    name="cnnzoo",
-    help="Convolutional networks described in YAML: build, summarise, train, evaluate.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-USER_ERROR = 2
-
-ConfigOption = Annotated[
-    str,
-    typer.Option(
-        "--config", "-c", help="an experiment file, or the name of a bundled config (cnnzoo zoo)"
-    ),
-]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="override a key, e.g. --set train.epochs=3 (repeatable)"),
-]
+# The commands in the order --help lists them; those that read runs are in cli_runs.
 
 
 @app.command()
@@ -54,6 +43,21 @@ def summary(
         print(json.dumps(summary_dict(plan), indent=2))
     else:
         print(format_summary(plan))
+
+
+@app.command(name="config")
+def config_(
+    config: Annotated[
+        str, typer.Argument(help="an experiment file, or the name of a bundled config",
+                            autocompletion=complete_config)
+    ],
+    overrides: SetOption = None,
+) -> None:
+    """The fully resolved config as YAML, every default filled in: what `cnnzoo train`
+    would use, and valid as a --config file itself."""
+    from cnnzoo.config import load_config
+
+    print(load_config(config, overrides or []).to_yaml().rstrip("\n"))
 
 
 @app.command()
@@ -109,7 +113,8 @@ def schema(
 def train(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="an experiment file or a bundled config's name"),
+        typer.Option("--config", "-c", help="an experiment file or a bundled config's name",
+                     autocompletion=complete_config),
     ] = None,
     overrides: SetOption = None,
     out: Annotated[
@@ -131,6 +136,13 @@ def train(
                      "or sharing the CPU cores (starts torchrun; batch_size stays the global "
                      "batch)"),
     ] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option("--init-from", help="start from trained weights: a bundled config's "
+                     "name (its pretrained weights), a run directory, a weights file or an "
+                     "https://...#sha256=HEX URL; layers whose name and shape match are "
+                     "loaded"),
+    ] = None,
 ) -> None:
     """Train a network on its dataset and save the run (weights, metrics, results)."""
     from cnnzoo.config import load_config
@@ -138,12 +150,10 @@ def train(
     from cnnzoo.training.trainer import fit
 
     if device is not None:
-        from cnnzoo.config import TrainConfig  # validate like the YAML key
-        from cnnzoo.params import Where
-
-        TrainConfig.__dataclass_fields__["device"].metadata["kind"].parse(
-            device, "--device", Where("--device", ())
-        )
+        check_device(device)
+    if init_from is not None and resume is not None:
+        raise CnnzooError("--init-from starts a new run; --resume continues one from its own "
+                          "weights: give one of them")
     if resume is not None:
         cfg = (load_config(config, overrides or []) if config is not None
                else load_config_for_resume(resume, overrides or []))
@@ -153,16 +163,18 @@ def train(
         cfg = load_config(config, overrides or [])
     if nproc is not None and nproc > 1:
         code = _launch_processes(nproc, cfg, config, overrides or [], out, data_root, device,
-                                 resume, quiet)
+                                 resume, quiet, init_from)
         if code:
             raise typer.Exit(code)
         return
-    fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet)
+    fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet,
+        init_from=init_from)
 
 
 def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
                       overrides: list[str], out: Path | None, data_root: str | None,
-                      device: str | None, resume: Path | None, quiet: bool) -> int:
+                      device: str | None, resume: Path | None, quiet: bool,
+                      init_from: str | None = None) -> int:
     """`cnnzoo train` with the same options in `nproc` processes under torchrun. The run
     directory is chosen here, so that a restarted worker finds the run it belongs to, and
     what can be refused is refused here, once, rather than by every process."""
@@ -182,6 +194,9 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
     for text in overrides:
         args += ["--set", text]
     if resume is not None:
+        from cnnzoo.runlock import refuse_live
+
+        refuse_live(resume, "resume")
         args += ["--resume", str(resume)]
     else:
         out = out if out is not None else runs.default_run_dir(cfg.name)
@@ -193,91 +208,14 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
         args += ["--device", device]
     if quiet:
         args.append("--quiet")
+    if init_from is not None:
+        args += ["--init-from", init_from]
     return launch(nproc, args)
 
 
-RunDir = Annotated[Path, typer.Argument(help="a run directory made by cnnzoo train")]
-
-
-@app.command(name="eval")
-def eval_(
-    run_dir: RunDir,
-    split: Annotated[str, typer.Option("--split", help="test, val or train")] = "test",
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    data_root: Annotated[str | None, typer.Option("--data-root")] = None,
-    device: Annotated[str, typer.Option("--device")] = "auto",
-) -> None:
-    """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
-    from cnnzoo.training.runload import evaluate_run
-
-    if split not in ("test", "val", "train"):
-        raise CnnzooError(f"--split must be test, val or train, got '{split}'")
-    result, classes = evaluate_run(run_dir, split, data_root, device)
-    per_class = result.per_class()
-    if as_json:
-        print(json.dumps({
-            "run": str(run_dir), "split": split, "accuracy": result.accuracy,
-            "loss": result.loss, "samples": result.samples,
-            "per_class": dict(zip(classes, per_class, strict=True)),
-            "classes": classes, "confusion": result.confusion.tolist(),
-        }, indent=2))
-        return
-    from cnnzoo.summary import format_table
-
-    print(f"{run_dir} on {split}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
-          f"{result.samples:,} images\n")
-    rows = [(name, f"{acc:.2%}", f"{int(result.confusion[i].sum()):,}")
-            for i, (name, acc) in enumerate(zip(classes, per_class, strict=True))]
-    print(format_table(("class", "accuracy", "images"), rows, {"accuracy", "images"}))
-    print("\nconfusion matrix (rows: true class, columns: predicted)")
-    header = ("", *(str(i) for i in range(len(classes))))
-    matrix = [(f"{i} {name}", *(str(int(v)) for v in result.confusion[i]))
-              for i, name in enumerate(classes)]
-    print(format_table(header, matrix, set(header[1:])))
-
-
-@app.command()
-def predict(
-    run_dir: RunDir,
-    images: Annotated[list[Path], typer.Argument(help="image files (png, jpg, ...)")],
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="classes to show")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    device: Annotated[str, typer.Option("--device")] = "auto",
-) -> None:
-    """The most likely classes, with probabilities, for image files."""
-    from cnnzoo.predict import predict_files
-
-    results = predict_files(run_dir, images, top, device)
-    if as_json:
-        print(json.dumps(results, indent=2))
-        return
-    for item in results:
-        guesses = ", ".join(f"{g['class']} {g['probability']:.1%}" for g in item["top"])
-        print(f"{item['image']}: {guesses}")
-
-
-@app.command(name="filter")
-def filter_(
-    image: Annotated[Path, typer.Argument(help="a grayscale or RGB image file (png, jpg, ...)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the PNG grid to write")],
-    kernels: Annotated[
-        list[str] | None,
-        typer.Option("--kernel", "-k", help="a fixed kernel: identity, box_blur, gaussian_blur, "
-                     "sharpen, edge, sobel_x, sobel_y, emboss (repeatable)"),
-    ] = None,
-    padding_mode: Annotated[
-        str, typer.Option("--padding-mode", help="zeros, reflect, replicate, circular, symmetric")
-    ] = "reflect",
-    impl: Annotated[str, typer.Option("--impl", help="direct, fft or auto")] = "direct",
-) -> None:
-    """Apply classic kernels (blur, sharpen, edges) to an image through cnnzoo's conv layer;
-    write the original and one panel per kernel as one PNG."""
-    from cnnzoo.filter import write_filter_grid
-
-    grid = write_filter_grid(image, kernels or [], out, padding_mode, impl)
-    count = len(kernels or [])
-    print(f"wrote {out} ({grid.width}x{grid.height}: the original and {count} "
-          f"kernel{'' if count == 1 else 's'})")
+app.command(name="eval")(cli_runs.eval_)
+app.command()(cli_runs.predict)
+app.command(name="filter")(cli_runs.filter_)
 
 
 @app.command()
@@ -295,50 +233,73 @@ def zoo(
         print(format_zoo(entries))
 
 
-@app.command()
-def compare(
-    run_dirs: Annotated[
-        list[str],
-        typer.Argument(help="run directories, or quoted patterns such as 'runs/*'"),
-    ],
-    plot: Annotated[
-        Path, typer.Option("--plot", help="where to draw test accuracy against parameters")
-    ] = Path("compare.png"),
-    no_plot: Annotated[bool, typer.Option("--no-plot", help="draw nothing")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-) -> None:
-    """Trained runs side by side: params, mult-adds, test accuracy, train time, device;
-    and a PNG of test accuracy against parameters (log scale)."""
-    from cnnzoo.compare import compare_runs, comparison_json, format_comparison, plot_comparison
-
-    rows = compare_runs(run_dirs)
-    drawn = None if no_plot else plot_comparison(rows, plot)
-    if as_json:
-        print(json.dumps({"runs": comparison_json(rows), "plot": str(drawn) if drawn else None},
-                         indent=2))
-        return
-    print(format_comparison(rows))
-    if drawn is not None:
-        print(f"\nplot: {drawn}")
+app.command()(cli_runs.compare)
+app.command()(cli_runs.viz)
 
 
 @app.command()
-def viz(
-    run_dir: RunDir,
-    image: Annotated[Path, typer.Option("--image", "-i", help="an image file (png, jpg, ...)")],
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="a .png (one picture) or a directory (one per layer); "
-                     "default RUN_DIR/activations-IMAGE.png"),
+def tune(
+    config: ConfigOption,
+    space: Annotated[str, typer.Option("--space", help="a search space file (YAML), or the "
+                                       "name of a bundled one (configs/spaces)")],
+    overrides: SetOption = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="finished trials the study ends with, "
+                                 "in total (default: the space's trials)"),
     ] = None,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="worker processes on this machine, "
+                          "sharing its cores")
+    ] = 1,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="an Optuna storage URL (e.g. "
+                                 "postgresql://host/db) or journal:PATH; default: "
+                                 "sqlite in OUT")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="the study's name (default: the config's)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="directory for the trials and the report "
+                                  "(default tune/NAME)")
+    ] = None,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="look for the dataset here first")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps")] = None,
+    heartbeat: Annotated[
+        int, typer.Option("--heartbeat", min=1, help="seconds between a worker's signs of "
+                          "life; a trial silent for 3x this is failed and run again")
+    ] = 10,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """The activation volume of every conv, local and pool layer for one image, each a
-    grid of its depth slices (W x H x D as D tiles)."""
-    from cnnzoo.viz import visualize_run
+    """Search hyperparameters with Optuna (TPE, median pruning): each trial is a run in
+    OUT/trials/; the same command again continues the study. A space file:
 
-    for path in visualize_run(run_dir, image, out, device):
-        print(path)
+    trials: 24 / objective: val_accuracy / space: {train.optimizer.lr: {low: 1.0e-4,
+    high: 0.1, log: true}, model.layers[1].conv.kernel: [3, 5, 7]}"""
+    import importlib.util
+    import os
+
+    from cnnzoo.config import load_config
+
+    if importlib.util.find_spec("optuna") is None:
+        raise CnnzooError("cnnzoo tune needs Optuna: pip install '.[tune]'")
+    from cnnzoo.tune import TuneSettings, default_storage
+    from cnnzoo.tune import tune as run_tune
+
+    name = load_config(config, overrides or []).name
+    out = out if out is not None else Path("tune") / name
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    run_tune(TuneSettings(
+        config=config, base=tuple(overrides or []), space_path=str(space), out=out,
+        storage=storage or default_storage(out), study=study or name, trials=trials or 0,
+        workers=workers, threads=max(1, (cores or 1) // workers), heartbeat=heartbeat,
+        data_root=data_root, device=device,
+    ), show_progress=not quiet)
+
+
+app.command()(cli_runs.export)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -346,7 +307,7 @@ def run(argv: list[str] | None = None) -> int:
     from cnnzoo.training.stopping import Interrupted, worker_rank
 
     try:
-        app(args=argv, prog_name="cnnzoo")
+        code = app(args=argv, prog_name="cnnzoo", standalone_mode=False)
     except CnnzooError as exc:
         rank = worker_rank()
         print(f"{'' if not rank else f'[rank {rank}] '}error: {exc}", file=sys.stderr)
@@ -355,14 +316,37 @@ def run(argv: list[str] | None = None) -> int:
         if not worker_rank():  # every process stopped at the same step; one says so
             print(str(exc), file=sys.stderr)
         return exc.exit_code
-    except SystemExit as exc:  # how Typer reports --help, usage errors and Exit
+    except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as exc:
+        # The parser's errors (an unknown option, a wrong choice, a missing argument) are
+        # click's exceptions, which Typer bundles privately: known by their interface.
+        if not (hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `cnnzoo` alone: the help, as is
+            exc.show()
+            return USER_ERROR
+        print(f"error: {exc.format_message()} (see cnnzoo {' '.join(_command(argv))}--help)",
+              file=sys.stderr)
+        return USER_ERROR
+    return code if isinstance(code, int) else 0  # --help and typer.Exit give a code
+
+
+def _command(argv: list[str] | None) -> list[str]:
+    """The command named in `argv`, with a space after it, for pointing to its --help."""
+    words = sys.argv[1:] if argv is None else argv
+    name = next((w for w in words if not w.startswith("-")), None)
+    known = name is not None and name in typer.main.get_command(app).commands
+    return [f"{name} "] if known else []
 
 
 def main() -> None:
     """The `cnnzoo` console script."""
-    sys.exit(run())
+    from cnnzoo.startup import quiet_interrupt
+
+    with quiet_interrupt():  # also while `run` imports the training code
+        code = run()
+    sys.exit(code)

@@ -66,11 +66,28 @@ def summarize_run(path: Path) -> RunSummary:
                       plan.total_params, plan.total_macs, None, None, None, None)
 
 
-def compare_runs(args: list[str]) -> list[RunSummary]:
+def compare_runs(args: list[str],
+                 skipped: list[tuple[Path, str]] | None = None) -> list[RunSummary]:
+    """The runs' summaries. A folder that is not a run at all (a typo) stops the
+    comparison. With a `skipped` list, a run whose files are damaged is added to it
+    with the reason and left out; without, it stops the comparison too. Either way at
+    least one run must be readable."""
     paths = expand_run_args(args)
     if not paths:
         raise CnnzooError("give at least one run directory (or a quoted pattern: 'runs/*')")
-    return [summarize_run(p) for p in paths]
+    rows = []
+    for path in paths:
+        try:
+            rows.append(summarize_run(path))
+        except CnnzooError as exc:
+            is_run = (path / runs.CONFIG).is_file() and (path / runs.RUN).is_file()
+            if skipped is None or len(paths) == 1 or not is_run:
+                raise
+            skipped.append((path, str(exc)))
+    if not rows:
+        raise CnnzooError("none of the runs could be read: " + "; ".join(
+            why for _, why in (skipped or [])))
+    return rows
 
 
 def labels(rows: list[RunSummary]) -> list[str]:

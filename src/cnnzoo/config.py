@@ -1,7 +1,8 @@
 """The experiment file as typed, validated, frozen config objects (no torch).
 
-`load_config` is the only way in: YAML text -> plain data with lines ->
-`--set` overrides -> `ExperimentConfig`. Nothing past here sees a raw dict.
+`load_config` (a file or a bundled name) and `parse_config` (YAML text) are the only
+ways in: YAML text -> plain data with lines -> `--set` overrides -> `ExperimentConfig`.
+Nothing past here sees a raw dict.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from cnnzoo.data.catalog import DATASETS
 from cnnzoo.errors import ConfigError
+from cnnzoo.limits import check_layer_count, check_run_name
+from cnnzoo.overrides import apply_override
 from cnnzoo.params import (
     Kind,
     Where,
@@ -45,6 +48,9 @@ class ModelConfig:
         kind=LAYERS, doc="the stack, first to last: INPUT -> CONV -> RELU -> POOL -> FC"
     )
 
+    def check(self, where: Where) -> None:
+        check_layer_count(self.layers, where)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentConfig:
@@ -56,6 +62,10 @@ class AugmentConfig:
     erase: float = param(
         0.0, kind=float_kind(0.0, 1.0), doc="probability of random erasing (a random rectangle "
         "set to zero, after normalisation)"
+    )
+    noise: float = param(
+        0.0, kind=float_kind(0.0), doc="standard deviation of Gaussian noise added to every "
+        "pixel, in units of pixel values in [0, 1] (0: off)"
     )
 
 
@@ -151,7 +161,7 @@ class SchedulerConfig:
 
 
 # Registered in losses.py; named here so that validating a config needs no torch.
-LOSS_NAMES = ["cross_entropy"]
+LOSS_NAMES = ["cross_entropy", "svm", "margin"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +169,49 @@ class LossConfig:
     name: str = param("cross_entropy", kind=choice_kind(LOSS_NAMES), doc="the loss")
     label_smoothing: float = param(
         0.0, kind=float_kind(0.0, below=1.0), doc="spread this much of the target over all classes"
+    )
+    margin: float = param(
+        1.0, kind=float_kind(0.0), doc="svm: the margin by which the true class's score must "
+        "beat every other (Weston-Watkins hinge; the L2 term is train.optimizer.weight_decay)"
+    )
+    m_plus: float = param(
+        0.9, kind=float_kind(0.0), doc="margin: a present class's score should reach m+"
+    )
+    m_minus: float = param(
+        0.1, kind=float_kind(0.0), doc="margin: an absent class's score should stay below m-"
+    )
+    absent_weight: float = param(
+        0.5, kind=float_kind(0.0), doc="margin: lambda, the weight of the absent classes' term"
+    )
+
+    def check(self, where: Where) -> None:
+        margin_keys = [k for k, default in (("m_plus", 0.9), ("m_minus", 0.1),
+                                            ("absent_weight", 0.5)) if getattr(self, k) != default]
+        if self.name != "margin" and margin_keys:
+            raise where.error(
+                f"{', '.join(margin_keys)} only apply to the margin loss, but the loss is "
+                f"{self.name}", margin_keys[0], fix=f"set name: margin or remove {margin_keys[0]}",
+            )
+        if self.name == "margin" and self.label_smoothing:
+            raise where.error(
+                "label_smoothing applies to cross_entropy, not to the margin loss. "
+                f"Received: label_smoothing={self.label_smoothing:g}", "label_smoothing",
+                fix="remove label_smoothing",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DivergenceConfig:
+    enabled: bool = param(
+        True, kind=bool_kind(), doc="stop a run whose loss stays far above a uniform guess's "
+        "(as a NaN loss stops it)"
+    )
+    factor: float = param(
+        10.0, kind=float_kind(1.0), doc="the limit, in multiples of ln(classes): the loss of a "
+        "uniform guess, where training starts"
+    )
+    steps: int = param(
+        20, kind=int_kind(1), doc="consecutive steps above the limit before the run stops"
     )
 
 
@@ -188,7 +241,13 @@ class TrainConfig:
     device: str = param("auto", kind=_DEVICE, doc="auto: cuda, then mps, then cpu")
     precision: str = param(
         "auto", kind=choice_kind(["auto", "fp32", "bf16", "fp16"]),
-        doc="auto: bf16 autocast on GPUs that support it, fp32 otherwise",
+        doc="auto: bf16 autocast where it is computed natively (GPUs that support it; CPUs "
+        "with AMX or AVX512-BF16), fp32 otherwise",
+    )
+    time_budget: float | None = param(
+        None, kind=optional(float_kind(1.0)),
+        doc="seconds the training steps may take: the first steps are timed, then the run "
+        "takes as many steps as fit (at most epochs) with the schedule fitted to them",
     )
     channels_last: bool | str = param(
         "auto", kind=one_of(bool_kind(), choice_kind(["auto"])),
@@ -206,6 +265,9 @@ class TrainConfig:
         "its mirror",
     )
     eval_batch_size: int = param(1024, kind=int_kind(1), doc="images per evaluation step")
+    divergence: DivergenceConfig = section(
+        DivergenceConfig, "stop a run whose loss blew up but stayed finite"
+    )
 
 
 @dataclass(frozen=True)
@@ -218,7 +280,11 @@ class Origin:
 
     def locate(self, exc: ConfigError) -> ConfigError:
         for key_path, text in self.overrides.items():
-            if exc.path[: len(key_path)] == key_path:
+            # An error at or below a key that --set wrote, or at a key the file never
+            # had on the way to one (--set a.b.c=1 when there is no 'a').
+            above = bool(exc.path) and key_path[: len(exc.path)] == exc.path and (
+                tuple(exc.path) not in self.lines)
+            if exc.path[: len(key_path)] == key_path or above:
                 exc.source = f"--set {text}"
                 return exc.located(None, None)
         return exc.located(self.source, self.lines)
@@ -243,8 +309,12 @@ class ExperimentConfig:
     )
     origin: Origin | None = field(default=None, compare=False, repr=False)
 
+    def check(self, where: Where) -> None:
+        check_run_name(self.name, where)
+
     def to_yaml(self) -> str:
-        """The fully resolved experiment as YAML; `load_config` reads it back to an equal config."""
+        """The fully resolved experiment as YAML; `parse_config` reads it back to an equal
+        config (and `load_config` once written to a file)."""
         return dump_yaml(to_plain(self))
 
 
@@ -289,6 +359,10 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
         return path  # a directory: read_config_text explains
     from cnnzoo.errors import did_you_mean
 
+    text = str(name_or_path)
+    if "\n" in text:  # a likely slip in Python; the CLI only ever passes names and paths
+        raise ConfigError(f"no config file named '{text[:40]}...': this looks like YAML text",
+                          fix="read YAML text with cnnzoo.parse_config(text)")
     raise ConfigError(
         f"no config file or bundled config named '{name_or_path}'"
         f"{did_you_mean(stem, bundled)}",
@@ -297,26 +371,23 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 
 def load_config(
-    path_or_text: str | Path, overrides: list[str] | tuple[str, ...] = ()
+    path_or_name: str | Path, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
-    """Read and validate an experiment: a file path, a bundled config name, or YAML text.
+    """Read and validate an experiment file: a path, or the name of a bundled config.
 
     `overrides` are `key=value` strings (as `cnnzoo train --set`), applied before
-    validation so they are checked exactly like the file.
+    validation so they are checked exactly like the file. YAML text goes to `parse_config`.
     """
-    is_text = isinstance(path_or_text, str) and (
-        "\n" in path_or_text or ":" in path_or_text or not path_or_text.strip()
-    )
-    if not is_text:
-        path = resolve_config_path(path_or_text)
-        source = str(path)
-        doc = load_yaml(read_config_text(path), source)
-        default_name = path.stem
-    else:
-        source = "<string>"
-        doc = load_yaml(path_or_text, source)
-        default_name = "experiment"
-    return config_from_document(doc, default_name, overrides)
+    path = resolve_config_path(path_or_name)
+    doc = load_yaml(read_config_text(path), str(path))
+    return config_from_document(doc, path.stem, overrides)
+
+
+def parse_config(
+    text: str, overrides: list[str] | tuple[str, ...] = (), source: str = "<string>"
+) -> ExperimentConfig:
+    """Validate an experiment given as YAML text; `source` names it in error messages."""
+    return config_from_document(load_yaml(text, source), "experiment", overrides)
 
 
 def config_from_document(
@@ -345,88 +416,6 @@ def config_from_document(
     except ConfigError as exc:
         raise origin.locate(exc) from None
     return replace(config, origin=origin)
-
-
-_INDEX = re.compile(r"\[(\d+)\]")
-
-
-def parse_override_key(key: str) -> tuple[str | int, ...]:
-    """`model.layers[1].conv.filters` or `model.layers.1.conv.filters` as a key path."""
-    parts: list[str | int] = []
-    for part in _INDEX.sub(r".\1", key).split("."):
-        if not part:
-            raise ConfigError(f"bad key '{key}' in --set", fix="write e.g. train.epochs=3")
-        if not (part.isascii() and part.isdigit()):  # '²'.isdigit(), but int('²') fails
-            parts.append(part)
-        elif len(part) > 9:  # longer than any list can be, and int() refuses 4,300 digits
-            raise ConfigError(
-                f"bad key in --set: the index {part[:12]}... ({len(part):,} digits) is too "
-                "large", fix="write e.g. model.layers.1.conv.filters=8",
-            )
-        else:
-            parts.append(int(part))
-    return tuple(parts)
-
-
-def apply_override(data: dict[str, Any], text: str) -> tuple[str | int, ...]:
-    """Set one `key=value` (value in YAML syntax) into the raw experiment data."""
-    if "=" not in text:
-        raise ConfigError(
-            f"--set takes key=value, got '{text}'", fix="write e.g. --set train.epochs=3"
-        )
-    key, _, raw = text.partition("=")
-    key_path = parse_override_key(key.strip())
-    value = load_yaml(raw, f"--set {text}").data if raw.strip() else None
-    node: Any = data
-    for i, part in enumerate(key_path[:-1]):
-        here = ".".join(map(str, key_path[: i + 1]))
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                size = len(node) if isinstance(node, list) else 0
-                raise ConfigError(
-                    f"--set {text}: {here} does not exist (the list has {size} items)"
-                )
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {text}: {here} is not a mapping")
-        child = node[part] if isinstance(part, int) else node.get(part)
-        if isinstance(key_path[i + 1], str):
-            child = _expand_shorthand(part, child)
-        node[part] = _copy(child) if child is not None else {}
-        node = node[part]
-    last = key_path[-1]
-    if isinstance(last, int):
-        if not isinstance(node, list) or last >= len(node):
-            raise ConfigError(f"--set {text}: index {last} does not exist")
-    elif not isinstance(node, dict):
-        raise ConfigError(f"--set {text}: the parent of '{last}' is not a mapping")
-    node[last] = value
-    return key_path
-
-
-_NAMED_SECTIONS = {"optimizer", "scheduler", "loss"}
-
-
-def _expand_shorthand(key: str | int, value: Any) -> Any:
-    """The mapping a shorthand stands for, so a `--set` can reach into it:
-    `optimizer: adam` is {name: adam}, `relu` is {relu: None}, `conv: 8` is {filters: 8}."""
-    if isinstance(value, str) and key in _NAMED_SECTIONS:
-        return {"name": value}
-    if isinstance(value, str) and isinstance(key, int):
-        return {value: None}
-    if value is not None and not isinstance(value, (dict, list)) and isinstance(key, str):
-        from cnnzoo.registry import get_layer_type, list_layer_types
-
-        if key in list_layer_types() and get_layer_type(key).primary is not None:
-            return {get_layer_type(key).primary: value}
-    return value
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, list):
-        return list(value)
-    return value
 
 
 def with_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:

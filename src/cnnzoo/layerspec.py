@@ -35,11 +35,29 @@ class Inferred:
 
 class PlanContext(Protocol):
     """What a layer's `infer` may ask the planner: where its input came from (for
-    messages) and to plan the nested layers of a block from the current position."""
+    messages, and the type of the layer that made it), whether the layer is nested in a
+    block, the network's input volume, and to plan the nested layers of a block from the
+    current position."""
 
     @property
     def after(self) -> str:
         """Where the current layer's input came from, e.g. 'layers[3] pool'."""
+        ...
+
+    @property
+    def previous(self) -> str | None:
+        """The type of the layer whose output is the current layer's input ('conv');
+        None where the input is the image itself."""
+        ...
+
+    @property
+    def nested(self) -> bool:
+        """Whether the current layer is inside a block (residual, repeat)."""
+        ...
+
+    @property
+    def image(self) -> Volume:
+        """The network's input volume (one image)."""
         ...
 
     def plan_children(self, specs: Sequence[LayerSpec], inp: Volume, where: Where,

@@ -66,3 +66,34 @@ def _cross_entropy(config: LossConfig) -> Loss:
                                reduction=reduction)
 
     return Loss("cross_entropy", fn, probabilities=True)
+
+
+@register_loss("svm")
+def _multiclass_svm(config: LossConfig) -> Loss:
+    """The multiclass SVM (hinge) loss of the cs231n notes, Weston and Watkins' form:
+    sum over j != y of max(0, s_j - s_y + margin), averaged over the batch."""
+    margin = config.margin
+
+    def fn(scores: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+        true = scores.gather(1, labels[:, None])  # (B, 1)
+        hinge = (scores - true + margin).clamp(min=0)  # (B, K)
+        # The true class would add max(0, margin) = margin to every row: it is not a term.
+        per_image = hinge.sum(1) - margin  # (B,)
+        return per_image.mean() if reduction == "mean" else per_image.sum()
+
+    return Loss("svm", fn, probabilities=False)
+@register_loss("margin")
+def _margin(config: LossConfig) -> Loss:
+    """Sabour et al. 2017, eq. 4, summed over the classes: a present class k pays
+    max(0, m+ - score_k)^2, an absent one lambda * max(0, score_k - m-)^2. The scores
+    are capsule lengths in [0, 1)."""
+    m_plus, m_minus, weight = config.m_plus, config.m_minus, config.absent_weight
+
+    def fn(scores: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+        present = F.one_hot(labels, scores.shape[1]).to(scores.dtype)
+        per_class = (present * F.relu(m_plus - scores) ** 2
+                     + weight * (1.0 - present) * F.relu(scores - m_minus) ** 2)
+        per_image = per_class.sum(1)
+        return per_image.sum() if reduction == "sum" else per_image.mean()
+
+    return Loss("margin", fn, probabilities=False)

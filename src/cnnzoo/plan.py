@@ -71,10 +71,14 @@ class _Cursor:
     receptive_field: Pair
     jump: Pair
     after: str  # "layers[3] pool", for messages about where a volume came from
+    previous: str | None = None  # the type of the layer that made the volume; None: the image
 
 
 class Planner:
     """Walks a stack of layer specs from an input volume, inferring every shape."""
+
+    def __init__(self, image: Volume) -> None:
+        self.image = image  # the network's input, for layers that reproduce it
 
     def plan_stack(
         self,
@@ -86,10 +90,11 @@ class Planner:
         rf: Pair = (1, 1),
         jump: Pair = (1, 1),
         after: str = "the input",
+        previous: str | None = None,
         times: int = 1,
     ) -> tuple[LayerPlan, ...]:
         """Plan `specs` (a YAML layers list at `where`) applied to `inp`, `times` over."""
-        cursor = _Cursor(inp, rf, jump, after)
+        cursor = _Cursor(inp, rf, jump, after, previous)
         plans: list[LayerPlan] = []
         for yaml_index, spec in [item for _ in range(times) for item in enumerate(specs)]:
             # The same key path the parser used, so errors find the parameter's line.
@@ -106,6 +111,7 @@ class Planner:
                     plan.receptive_field,
                     plan.jump,
                     f"{at.label.split('.')[-1].split(' (')[0]} {part.type_name}",
+                    part.type_name,
                 )
         return tuple(plans)
 
@@ -162,6 +168,18 @@ class _LayerContext:
     def after(self) -> str:
         return self.cursor.after
 
+    @property
+    def previous(self) -> str | None:
+        return self.cursor.previous
+
+    @property
+    def nested(self) -> bool:
+        return "." in self.index
+
+    @property
+    def image(self) -> Volume:
+        return self.planner.image
+
     def plan_children(
         self,
         specs: Sequence[LayerSpec],
@@ -182,6 +200,7 @@ class _LayerContext:
             rf=self.cursor.receptive_field,
             jump=self.cursor.jump,
             after=self.cursor.after,
+            previous=self.cursor.previous,
             times=times,
         )
         return tuple(_reindex(p, start + i, f"{self.index}.") for i, p in enumerate(plans))
@@ -223,7 +242,7 @@ def plan_layers(
             fix="start the layers with '- input: {width: W, height: H, depth: D}' "
             "or set data.dataset",
         )
-    planner = Planner()
+    planner = Planner(input_volume)
     planned = planner.plan_stack(specs, input_volume, where)
     if not (specs and specs[0].is_input):
         # Layer 0 is always the input, written or implied, so summary rows and
@@ -310,6 +329,8 @@ def _plan_experiment(config: ExperimentConfig) -> Plan:
             f"the last layer gives {out.depth} outputs but {data.dataset} has {classes} classes",
             where=last.where.label,
             path=last.where.path,
-            fix=f"make the last layer produce {classes} units (e.g. '- fc: {classes}')",
+            fix=(f"add '- length' after it: each of its {classes} capsules' length is a class "
+                 "score") if out.capsule_dim and out.capsules == classes
+            else f"make the last layer produce {classes} units (e.g. '- fc: {classes}')",
         )
     return plan

@@ -20,6 +20,9 @@ class Volume:
     height: int
     depth: int
     flat: bool = False  # a vector (after fc or flatten), not a 1x1xD volume
+    # Numbers per capsule when the depth is capsules of `capsule_dim` numbers each
+    # (capsule c holds depth entries c*dim .. c*dim+dim-1); None for plain channels.
+    capsule_dim: int | None = None
 
     @staticmethod
     def vector(units: int) -> Volume:
@@ -37,7 +40,14 @@ class Volume:
         """The shape of one image's tensor without the batch dimension."""
         return (self.depth,) if self.flat else (self.depth, self.height, self.width)
 
+    @property
+    def capsules(self) -> int:
+        """Capsules per position: depth / capsule_dim (0 for a plain volume)."""
+        return self.depth // self.capsule_dim if self.capsule_dim else 0
+
     def __str__(self) -> str:
+        if self.capsule_dim:
+            return f"{self.width}x{self.height}x({self.capsules}x{self.capsule_dim})"
         return f"{self.width}x{self.height}x{self.depth}"
 
     def as_list(self) -> list[int]:

@@ -107,6 +107,9 @@ def _layer_dict(plan: LayerPlan, position: int) -> dict[str, Any]:
         "dense_params": plan.dense_params,
         "where": plan.where.label,
     }
+    if plan.output.capsule_dim:
+        # `output` stays [W, H, D]; a capsule volume's D is capsules x dim.
+        entry["capsules"] = [plan.output.capsules, plan.output.capsule_dim]
     if plan.children:
         entry["children"] = [_layer_dict(c, i) for i, c in enumerate(plan.children)]
     return entry

@@ -17,7 +17,10 @@ from cnnzoo.layerspec import LayerPlan
 
 # Layers whose output is a volume worth seeing slice by slice: the layers that slide
 # a window over W x H. Activations, batchnorm and dropout keep their input's volume.
-VOLUME_LAYER_TYPES = frozenset({"conv", "local", "pool"})
+VOLUME_LAYER_TYPES = frozenset({"conv", "local", "pool", "primary_capsules"})
+# Capsule layers drawn as what they mean: a vector of capsules as a strip of their
+# lengths (the class scores), a decoder as its reconstruction of the image.
+CAPSULE_LAYER_TYPES = frozenset({"capsules", "decoder"})
 
 
 def _child_modules(module: nn.Module) -> list[nn.Module]:
@@ -76,7 +79,8 @@ def activation_volumes(model: Network,
     """The output of every conv, local and pool layer for one normalised image
     `x` (1, C, H, W), in the order of the summary's rows."""
     chosen = [(plan, module) for plan, module in layer_modules(model)
-              if plan.type_name in VOLUME_LAYER_TYPES and not plan.output.flat]
+              if (plan.type_name in VOLUME_LAYER_TYPES and not plan.output.flat)
+              or plan.type_name in CAPSULE_LAYER_TYPES]
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     for plan, module in chosen:
@@ -92,11 +96,24 @@ def activation_volumes(model: Network,
     finally:
         for handle in handles:
             handle.remove()
-    return [
-        (plan, pictures.Volume3d(f"{plan.index} {plan.label}\n{plan.output}",
-                                 outputs[plan.index][0].float().cpu().numpy()))
-        for plan, _ in chosen if plan.index in outputs
-    ]
+    return [(plan, _picture(plan, module, outputs[plan.index][0]))
+            for plan, module in chosen if plan.index in outputs]
+
+
+def _picture(plan: LayerPlan, module: nn.Module, out: torch.Tensor) -> pictures.Volume3d:
+    """One layer's output for one image as a (D, H, W) picture with its title."""
+    title = f"{plan.index} {plan.label}\n{plan.output}"
+    if plan.type_name == "capsules":
+        dim = plan.output.capsule_dim or 1
+        lengths = out.float().view(-1, dim).norm(dim=1).cpu()
+        best = int(lengths.argmax())
+        title += f"\nlengths; longest: capsule {best}, {float(lengths[best]):.2f}"
+        return pictures.Volume3d(title, lengths.view(1, 1, -1).numpy())
+    if plan.type_name == "decoder":
+        reconstruction = module.reconstruction[0].float().cpu()
+        return pictures.Volume3d(f"{plan.index} reconstruction from the longest capsule",
+                                 reconstruction.numpy())
+    return pictures.Volume3d(title, out.float().cpu().numpy())
 
 
 def default_output(run_dir: Path, image: Path) -> Path:
@@ -109,7 +126,7 @@ def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
     as in training. `out` is a .png (one picture, a panel per layer) or a directory
     (one picture per layer); default: RUN_DIR/activations-IMAGE.png."""
     from cnnzoo import runs
-    from cnnzoo.data.pipeline import read_image
+    from cnnzoo.imageio import read_image
     from cnnzoo.shapes import Volume
     from cnnzoo.training.devices import resolve_device
     from cnnzoo.training.runload import load_run_model, run_transform
@@ -119,6 +136,9 @@ def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
         raise CnnzooError(f"no image file {image}")
     out = default_output(run.path, image) if out is None else Path(out)
     as_file = out.suffix.lower() == ".png"
+    if not as_file and out.exists() and not out.is_dir():
+        raise CnnzooError(f"--out {out} is an existing file that is not a .png; give a .png "
+                          "file name or a directory")
     if not as_file and out.suffix and not out.is_dir():
         raise CnnzooError(f"--out {out}: give a .png file or a directory")
     if as_file and out.is_dir():

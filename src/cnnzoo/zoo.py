@@ -122,9 +122,11 @@ def measured_text(entry: ZooEntry) -> tuple[str, str]:
 def format_zoo(entries: list[ZooEntry]) -> str:
     from cnnzoo.summary import format_table
 
-    header = ("name", "dataset", "input", "params", "mult-adds", "test acc", "measured on")
+    header = ("name", "dataset", "input", "params", "mult-adds", "test acc", "measured on",
+              "weights")
     rows = [
-        (e.name, e.dataset or "-", e.input, f"{e.params:,}", f"{e.macs:,}", *measured_text(e))
+        (e.name, e.dataset or "-", e.input, f"{e.params:,}", f"{e.macs:,}", *measured_text(e),
+         "yes" if pretrained_record(e) else "-")
         for e in entries
     ]
     return format_table(header, rows, {"params", "mult-adds", "test acc"})
@@ -134,6 +136,11 @@ def zoo_json(entries: list[ZooEntry]) -> list[dict[str, Any]]:
     return [
         {"name": e.name, "path": str(e.path), "dataset": e.dataset, "input": e.input,
          "params": e.params, "macs": e.macs, "test_accuracy": e.accuracy,
-         "measured": e.measured, "stale": e.stale}
+         "measured": e.measured, "stale": e.stale, "pretrained": pretrained_record(e)}
         for e in entries
     ]
+
+
+def pretrained_record(entry: ZooEntry) -> dict[str, Any] | None:
+    """The shipped weights' record (file, sha256, test_accuracy, ...), or None."""
+    return (entry.measured or {}).get("pretrained")

@@ -51,6 +51,8 @@ PUBLISHED = (
     Published("ResNet18, with flips, translation and rotation", 0.949, "Kyriakos Efthymiadis",
               ("resnet20", "resnet-small")),
     Published("WRN-28-10 + random erasing", 0.963, "Zhong et al. (Random Erasing)", ()),
+    Published("Capsule Network 8M parameters, shifts of up to 2 pixels and flips", 0.936,
+              "@XifengGuo", ("capsnet", "capsnet-small")),
 )
 
 
@@ -126,7 +128,7 @@ def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
     from cnnzoo.losses import create_loss
     from cnnzoo.training.devices import resolve_channels_last, resolve_device, resolve_precision
     from cnnzoo.training.optim import create_optimizer
-    from cnnzoo.training.trainer import TrainStep
+    from cnnzoo.training.step import TrainStep
 
     train = config.train
     torch_device = resolve_device(device)

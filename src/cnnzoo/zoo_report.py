@@ -84,7 +84,8 @@ def _published_section(records: dict[str, dict[str, Any]]) -> list[str]:
         label = "-" if ours is None else f"`{ours}`" + (" (best here)" if not item.closest else "")
         lines.append(f"| {item.model} | {item.accuracy:.2%} | {item.submitter} | {label} | "
                      f"{_pct(_accuracy(records, ours) if ours else None)} |")
-    return [*lines, ""]
+    return [*lines, "", "CapsNet's own measurements (short CPU runs, step times, what `viz` "
+            "shows) are in [capsules.md](capsules.md).", ""]
 
 
 def render_markdown(records: dict[str, dict[str, Any]], order: list[str],

@@ -202,6 +202,11 @@ def measure_config(m: Measurement, name: str) -> None:
     info = json.loads((out / "run.json").read_text())
     m.records[name] = zoo_measure.make_record(results, info, command, adapted.adaptation, wall,
                                               m.machine, run_date, m.prefix)
+    if options.update_configs:
+        from cnnzoo.pretrained import pack_for_zoo
+
+        m.records[name]["pretrained"] = pack_for_zoo(out, adapted.adaptation,
+                                                     options.configs_dir, m.records[name])
     m.trained.append(name)
     m.write()
 

@@ -41,7 +41,8 @@ class BatchTransform:
         return x.contiguous(memory_format=self.memory_format)
 
     def train(self, images: torch.Tensor, seed: int) -> torch.Tensor:
-        """Augment (crop, flip), normalise, then erase; randomness from `seed` only."""
+        """Augment (crop, flip), normalise, add noise, then erase; randomness from `seed`
+        only."""
         aug = self.augment_config
         g = self.generator.manual_seed(seed)
         if aug.crop:
@@ -50,6 +51,9 @@ class BatchTransform:
             flip = torch.rand(len(images), device=images.device, generator=g) < 0.5
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
         x = self.normalize(images)
+        if aug.noise:
+            sigma = 255 * aug.noise * self.scale  # (1, C, 1, 1): sigma / std once normalised
+            x = x + sigma * torch.randn(x.shape, device=x.device, generator=g)
         if aug.erase:
             x = random_erase(x, aug.erase, g)
         return x

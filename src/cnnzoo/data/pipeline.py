@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cnnzoo.config import DataConfig
+from cnnzoo.data import fake
 from cnnzoo.data.catalog import DatasetInfo, dataset_info
+from cnnzoo.data.folders import scan_class_folders
 from cnnzoo.data.sources import RawSplit, load_split, search_dirs
+from cnnzoo.data.subsets import LIMIT_TEST_SEED, stratified_pick, stratified_split
 from cnnzoo.errors import DataError
+from cnnzoo.imageio import read_image
 from cnnzoo.shapes import Volume
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -143,7 +146,11 @@ def load_dataset(
     if info.layout == "folder":
         return _load_folder(data, volume, seed, splits)
     if info.layout == "fake":
-        train, test, classes, source = _fake(data, volume, num_outputs)
+        train = Split(*fake.fake_images(data.limit_train or fake.TRAIN_SIZE, volume,
+                                        num_outputs, fake.TRAIN_SEED))
+        test = Split(*fake.fake_images(data.limit_test or fake.TEST_SIZE, volume, num_outputs,
+                                       fake.TEST_SEED))
+        classes, source = fake.fake_class_names(num_outputs), fake.SOURCE
     else:
         dirs = search_dirs(data.root, data_root)
         need_train = "train" in splits or "val" in splits
@@ -151,17 +158,20 @@ def load_dataset(
         test_raw = load_split(info, "test", dirs, data.download) if "test" in splits else None
         some = train_raw or test_raw
         classes, source = some.classes, some.source
-        train = _prepare(train_raw, data, volume, data.limit_train) if train_raw else None
-        test = _prepare(test_raw, data, volume, data.limit_test) if test_raw else None
+        train = _prepare(train_raw, data, volume, data.limit_train, seed) if train_raw else None
+        test = (_prepare(test_raw, data, volume, data.limit_test, LIMIT_TEST_SEED)
+                if test_raw else None)
     train, val = _split_val(train, data.val_split, seed) if train is not None else (None, None)
     mean, std = _normalisation(data, info, volume)
     return Dataset(info.name, train, val, test, tuple(classes), mean, std, volume, source)
 
 
-def _prepare(raw: RawSplit, data: DataConfig, volume: Volume, limit: int | None) -> Split:
+def _prepare(raw: RawSplit, data: DataConfig, volume: Volume, limit: int | None,
+             seed: int) -> Split:
     images, labels = raw.images, raw.labels
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    if limit is not None:  # a seeded subset in the classes' proportions
+        keep = torch.tensor(stratified_pick(labels.numpy(), limit, seed), dtype=torch.long)
+        images, labels = images[keep], labels[keep]
     return Split(convert_images(images, data, volume), labels)
 
 
@@ -193,24 +203,25 @@ def convert_images(images: torch.Tensor, data: DataConfig, volume: Volume) -> to
     return images
 
 
-def _val_indices(samples: int, fraction: float,
-                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _val_indices(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, val) indices, each sorted: `fraction` of the training images drawn by
-    `seed` for validation."""
+    `seed` for validation, in the classes' proportions."""
+    samples = len(labels)
     n_val = round(samples * fraction)
     if n_val < 1 or n_val >= samples:
         raise DataError(
             f"val_split {fraction} of {samples} training images leaves "
             f"{samples - n_val} to train on and {n_val} to validate"
         )
-    order = torch.randperm(samples, generator=torch.Generator().manual_seed(seed))
-    return order[n_val:].sort().values, order[:n_val].sort().values
+    val_index, train_index = stratified_split(labels, n_val, seed)
+    return train_index, val_index
 
 
 def _split_val(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
     if fraction <= 0:
         return train, None
-    train_index, val_index = _val_indices(len(train), fraction, seed)
+    train_list, val_list = _val_indices(train.labels.tolist(), fraction, seed)
+    train_index, val_index = torch.tensor(train_list), torch.tensor(val_list)
     return (
         Split(train.images[train_index], train.labels[train_index]),
         Split(train.images[val_index], train.labels[val_index]),
@@ -233,28 +244,6 @@ def _normalisation(
     if len(std) != volume.depth:
         std = (sum(std) / len(std),) * volume.depth
     return tuple(mean), tuple(std)
-
-
-def _fake(
-    data: DataConfig, volume: Volume, num_outputs: int
-) -> tuple[Split, Split, tuple[str, ...], str]:
-    """torchvision's FakeData, shaped like the model: random images, random labels."""
-    from torchvision.datasets import FakeData
-    from torchvision.transforms import PILToTensor
-
-    def make(size: int, offset: int) -> Split:
-        fake = FakeData(size, (volume.depth, volume.height, volume.width), num_outputs,
-                        transform=PILToTensor(), random_offset=offset)
-        images = torch.stack([fake[i][0] for i in range(size)])
-        labels = torch.tensor([int(fake[i][1]) for i in range(size)])
-        if images.shape[1] != volume.depth:
-            images = images[:, : volume.depth]
-        return Split(images.contiguous(), labels)
-
-    train = make(data.limit_train or 1000, 0)
-    test = make(data.limit_test or 200, 1_000_000)
-    classes = tuple(f"class{i}" for i in range(num_outputs))
-    return train, test, classes, "torchvision FakeData"
 
 
 class FolderSplit:
@@ -329,37 +318,12 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([i[0] for i in items]), torch.tensor([i[1] for i in items])
 
 
-def read_image(path: Path, volume: Volume) -> torch.Tensor:
-    """One image file as a uint8 (C, H, W) tensor of `volume`'s size and channels."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if volume.depth == 1 else "RGB")
-            if img.size != (volume.width, volume.height):
-                img = img.resize((volume.width, volume.height), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for damaged files and pixel bombs
-        raise DataError(f"cannot read image {path}: {exc}") from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
 def _class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _scan(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    samples = []
-    for label, name in enumerate(classes):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                samples.append((path, label))
-    return samples
+    return scan_class_folders(root, classes, IMAGE_SUFFIXES)
 
 
 def check_images(samples: list[tuple[Path, int]]) -> None:
@@ -401,21 +365,24 @@ def _load_folder(data: DataConfig, volume: Volume, seed: int, splits: tuple[str,
         test_samples = _scan(root / "test", classes)
         train_samples = samples
     else:
-        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed + 1))
         n_test = round(len(samples) * data.test_split)
-        test_samples = [samples[i] for i in sorted(order[:n_test].tolist())]
-        train_samples = [samples[i] for i in sorted(order[n_test:].tolist())]
+        test_index, train_index = stratified_split([s[1] for s in samples], n_test, seed + 1)
+        test_samples = [samples[i] for i in test_index]
+        train_samples = [samples[i] for i in train_index]
     if data.limit_train:
-        train_samples = train_samples[: data.limit_train]
+        train_samples = [train_samples[i] for i in stratified_pick(
+            [s[1] for s in train_samples], data.limit_train, seed)]
     if data.limit_test:
-        test_samples = test_samples[: data.limit_test]
+        test_samples = [test_samples[i] for i in stratified_pick(
+            [s[1] for s in test_samples], data.limit_test, LIMIT_TEST_SEED)]
     check_images(train_samples + test_samples)
     train = FolderSplit(train_samples, volume, data.workers)
     val = None
     if data.val_split > 0:
-        train_index, val_index = _val_indices(len(train), data.val_split, seed)
-        val = train.subset(val_index.tolist())
-        train = train.subset(train_index.tolist())
+        train_index, val_index = _val_indices([s[1] for s in train.samples], data.val_split,
+                                              seed)
+        val = train.subset(val_index)
+        train = train.subset(train_index)
     mean, std = _normalisation(data, dataset_info("folder"), volume)
     return Dataset("folder", train, val, FolderSplit(test_samples, volume, data.workers),
                    tuple(classes), mean, std, volume, str(root))

@@ -6,7 +6,7 @@ and the summary never import torch; the torch modules they build are in `modules
 
 from typing import Any
 
-from cnnzoo.layers import basic, blocks, conv, dense, local, pool
+from cnnzoo.layers import basic, blocks, capsules, conv, decoder, dense, freq, local, pool
 
 _MODULES = ("Conv2d", "Linear", "LocallyConnected2d", "Residual")
 
@@ -27,8 +27,11 @@ __all__ = [
     "Residual",
     "basic",
     "blocks",
+    "capsules",
     "conv",
+    "decoder",
     "dense",
+    "freq",
     "local",
     "pool",
 ]

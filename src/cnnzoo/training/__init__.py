@@ -7,6 +7,7 @@
     progress.py    the bar, the epoch lines, each step's loss
     stopping.py    why training stops early: a signal, a diverged loss
     state.py       where training is, and saving/restoring it (checkpoints)
+    step.py        `TrainStep`: one optimisation step, the one place the loss is computed
     trainer.py     `Trainer`, whose phases have names, and `fit`
     runload.py     a trained run's network and data, for eval, predict and viz
 

@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from cnnzoo.auto import resolve
+from cnnzoo.cpu import choose_precision
 from cnnzoo.errors import CnnzooError
 from cnnzoo.plan import Plan
 
@@ -38,12 +39,9 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """`auto`: bf16 on a CUDA device that computes it, fp32 elsewhere."""
-    precision = resolve(requested, lambda: "bf16" if device.type == "cuda"
-                        and torch.cuda.is_bf16_supported() else "fp32")
-    if precision == "fp16" and device.type == "cpu":
-        raise CnnzooError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-    return precision
+    """`auto`: bf16 where the device computes it fast (cnnzoo.cpu decides for the CPU),
+    fp32 elsewhere."""
+    return choose_precision(requested, device).name
 
 
 def resolve_channels_last(setting: bool | str, plan: Plan, device: torch.device) -> bool:

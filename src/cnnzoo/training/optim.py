@@ -4,6 +4,7 @@ resumed run continues the schedule exactly)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,13 +27,17 @@ def create_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimi
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,
-                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """`train.scheduler` over `train.epochs` epochs of `steps_per_epoch` steps."""
-    total = steps_per_epoch * train.epochs
+                     steps_per_epoch: int,
+                     total_steps: Callable[[], int] | None = None
+                     ) -> torch.optim.lr_scheduler.LambdaLR:
+    """`train.scheduler` over `train.epochs` epochs of `steps_per_epoch` steps, or over
+    `total_steps()` (read at every step: a time budget may shorten the run)."""
+    epochs_steps = steps_per_epoch * train.epochs
+    total = total_steps or (lambda: epochs_steps)
     peak = train.optimizer.lr
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_factor(min(step, total - 1), total, steps_per_epoch, peak,
+        lambda step: lr_factor(min(step, total() - 1), total(), steps_per_epoch, peak,
                                train.scheduler),
     )
 

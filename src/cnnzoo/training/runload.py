@@ -24,6 +24,7 @@ def load_run_model(run: runs.Run, device: torch.device) -> Network:
     """The run's network with its trained weights, verified, in the memory layout it was
     trained in, in eval mode."""
     plan = plan_experiment(run.config)
+    runs.check_fits_network(run, plan.output.depth, plan.input.as_list())
     model = build_model(plan)
     weights = run.path / runs.WEIGHTS
     if not weights.exists():

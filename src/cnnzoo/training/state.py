@@ -36,6 +36,8 @@ class Position:
     seen: int = 0
     seconds: float = 0.0  # training time of the current epoch so far
     train_seconds: float = 0.0  # all epochs
+    train_images: int = 0  # images trained in all finished epochs, short last batches as short
+    planned_steps: int | None = None  # fixed by train.time_budget once the first steps are timed
 
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -5,6 +5,7 @@ torch here: the CLI catches `Interrupted` around every command."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -22,12 +23,12 @@ class Interrupted(Exception):
         self.signum = signum
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
-        how = f"cnnzoo train --resume {run_dir}"
+        how = shlex.join(["cnnzoo", "train", "--resume", str(run_dir)])
         if data_root is not None:  # not stored in the run: the data may have moved
-            how += f" --data-root {data_root}"
+            how += f" --data-root {shlex.quote(data_root)}"
         if processes > 1:
             how = (f"{how} --nproc {processes} (or your torchrun command with "
-                   f"train --resume {run_dir})")
+                   f"train --resume {shlex.quote(str(run_dir))})")
         super().__init__(
             f"{name}: stopped at epoch {epoch + 1}, step {step}; checkpoint written to "
             f"{run_dir}. Resume with: {how}"

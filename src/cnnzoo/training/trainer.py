@@ -20,40 +20,41 @@ interrupted and resumed with bitwise the same result.
 
 from __future__ import annotations
 
+import math
 import signal
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from cnnzoo import runs
-from cnnzoo.build import build_model
+from cnnzoo.budget import StepBudget
+from cnnzoo.build import Network, build_model
 from cnnzoo.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.config import ExperimentConfig
+from cnnzoo.cpu import choose_precision, keep_freed_memory
 from cnnzoo.data.augment import BatchTransform
 from cnnzoo.data.pipeline import Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
+from cnnzoo.divergence import DivergenceGuard
 from cnnzoo.errors import CheckpointError, ConfigError
 from cnnzoo.files import atomic_write_text
-from cnnzoo.losses import LossFn, create_loss
+from cnnzoo.finetune import initialise_from
+from cnnzoo.losses import create_loss
 from cnnzoo.plan import Plan, last_weighted_layer, plan_experiment
+from cnnzoo.runlock import lock_run, releases_run_locks
 from cnnzoo.summary import format_summary
-from cnnzoo.training.devices import (
-    autocast,
-    device_name,
-    resolve_channels_last,
-    resolve_device,
-    resolve_precision,
-)
+from cnnzoo.training.devices import device_name, resolve_channels_last, resolve_device
 from cnnzoo.training.evaluation import Evaluation, evaluate
 from cnnzoo.training.metrics import EpochMetrics, epoch_line, rate
 from cnnzoo.training.optim import create_optimizer, create_scheduler
 from cnnzoo.training.progress import EpochTally, Progress, StepLosses
 from cnnzoo.training.state import Checkpoints, Position, config_differences
-from cnnzoo.training.stopping import Interrupted, SignalStop
+from cnnzoo.training.step import TrainStep
+from cnnzoo.training.stopping import Diverged, Interrupted, SignalStop
 
 
 @dataclass
@@ -61,50 +62,6 @@ class TrainResult:
     run_dir: Path
     results: dict[str, Any]
     history: list[EpochMetrics] = field(default_factory=list)
-
-
-class TrainStep:
-    """One optimisation step: forward, the loss, backward, the update. The trainer and
-    the zoo's step timer both use it, so they time and train the same arithmetic."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-                 device: torch.device, precision: str) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.loss_fn = loss_fn
-        self.device = device
-        self.precision = precision
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch: the one place it is computed."""
-        return self.loss_fn(logits.float(), labels)
-
-    def forward_backward(self, x: torch.Tensor,
-                         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gradients of the batch's loss; (loss, logits). With fp16 the scaled
-        update is made here too (GradScaler skips it on overflow)."""
-        with autocast(self.device, self.precision):
-            logits = self.model(x)
-            loss = self.loss(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-        return loss, logits
-
-    def update(self) -> None:
-        """The optimizer step, after the loss was read (a NaN stops before it)."""
-        if self.scaler is None:
-            self.optimizer.step()
-
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss, _ = self.forward_backward(x, labels)
-        self.update()
-        return loss
 
 
 class Trainer:
@@ -118,8 +75,9 @@ class Trainer:
                  data_root: str | None = None, device: str | None = None,
                  resume: Path | None = None, show_progress: bool = True,
                  stop_after_steps: int | None = None,
-                 callbacks: list[Callback] | None = None) -> None:
+                 callbacks: list[Callback] | None = None, init_from: str | None = None) -> None:
         self.config = config
+        self.init_from = init_from
         self.out = out
         self.data_root = data_root
         self.device_override = device
@@ -128,6 +86,7 @@ class Trainer:
         self.stop_after_steps = stop_after_steps
         self.callbacks = default_callbacks() if callbacks is None else callbacks
         self.started = time.perf_counter()
+        keep_freed_memory()
         self.dist = Distributed.from_environment()
         self.history: list[EpochMetrics] = []
         self.position = Position()
@@ -138,7 +97,8 @@ class Trainer:
         self.set_up()
         with SignalStop() as self.stopper:
             self.model.train()
-            while self.position.epoch < self.config.train.epochs:
+            while (self.position.epoch < self.config.train.epochs
+                   and self.position.step < self.budget.total):
                 self.train_epoch()
         return self.finish(self.test())
 
@@ -154,6 +114,8 @@ class Trainer:
             else:
                 self.restarted_before_checkpoint = True
         if resume is not None:
+            if dist.is_main:  # rank 0 holds the run; a torchrun restart takes it over
+                lock_run(resume, "resume")
             self._check_resumable(resume)
             self.out = resume
         elif out is not None and not self.restarted_before_checkpoint:
@@ -163,7 +125,8 @@ class Trainer:
             train = replace(self.config.train, device=self.device_override)
             self.config = replace(self.config, train=train)
         self.device = dist.device(resolve_device(self.config.train.device))
-        self.precision = resolve_precision(self.config.train.precision, self.device)
+        self.precision_choice = choose_precision(self.config.train.precision, self.device)
+        self.precision = self.precision_choice.name
         dist.check_sync_batchnorm(self.config, self.device)
         dist.connect(self.device)
         if self.config.data.dataset is None:
@@ -194,18 +157,24 @@ class Trainer:
                                      seed=train.seed, data_root=self.data_root)
         _check_fits(self.plan, self.data, train.batch_size, dist)
         if self.out is None:
-            self.out = dist.broadcast_path(runs.default_run_dir(config.name))
+            self.out = dist.broadcast_path(runs.default_run_dir(config.name,
+                                                                claim=dist.is_main))
         self._write_run_files()
         self._set_up_optimizer()
         if self.resume is not None:
             self.position = self.checkpoints.restore(self.device)
+            self.budget.restore(self.position.planned_steps)
         self._set_up_step()
         self._announce()
 
-    def create_model(self, plan: Plan) -> nn.Module:
-        """The network, initialised from the seed (the place to load initial weights)."""
+    def create_model(self, plan: Plan) -> Network:
+        """The network, initialised from the seed, or from `init_from`'s trained weights
+        (a resumed run has its own)."""
         torch.manual_seed(self.config.train.seed)
-        return build_model(plan)
+        model = build_model(plan)
+        initialise_from(model, None if self.resume is not None else self.init_from,
+                        self.dist.is_main)
+        return model
 
     def _write_run_files(self) -> None:
         """A new run's config, summary and run.json; a resumed run's classes checked."""
@@ -218,7 +187,7 @@ class Trainer:
                     f"data {list(data.classes)}")
             return
         if dist.is_main:
-            runs.create_run_dir(out)
+            runs.claim_run_dir(out, restarted=self.restarted_before_checkpoint)
             self.config = config = replace(config, versions=tuple(runs.versions().items()))
             atomic_write_text(out / runs.CONFIG, config.to_yaml())
             atomic_write_text(out / runs.SUMMARY, format_summary(self.plan) + "\n")
@@ -242,7 +211,9 @@ class Trainer:
         self.model = model = dist.prepare(model, train.sync_batchnorm)
         optimizer = create_optimizer(model, train)
         self.steps_per_epoch = self.data.train.steps_per_epoch(train.batch_size)
-        self.scheduler = create_scheduler(optimizer, train, self.steps_per_epoch)
+        self.budget = StepBudget(train.time_budget, self.steps_per_epoch * train.epochs)
+        self.scheduler = create_scheduler(optimizer, train, self.steps_per_epoch,
+                                          lambda: self.budget.total)
         self.metrics_log = runs.CsvLog(out / runs.METRICS, runs.METRIC_FIELDS)
         self.steps_log = runs.CsvLog(out / runs.STEPS, runs.STEP_FIELDS)
         if self.restarted_before_checkpoint and dist.is_main:
@@ -260,7 +231,7 @@ class Trainer:
         if train.compile:
             train_model = torch.compile(train_model)
         self.step = TrainStep(train_model, self.optimizer, create_loss(train.loss).fn, device,
-                              self.precision)
+                              self.precision, self.model)
         # Evaluation reports the run's loss without label smoothing: plain cross-entropy
         # for cross_entropy, comparable between runs.
         self.eval_loss = create_loss(replace(train.loss, label_smoothing=0.0)).fn
@@ -270,6 +241,7 @@ class Trainer:
         self.train_split = data.train.to(device)
         self.val_split = data.val.to(device) if data.val is not None else None
         self.progress = Progress(self.show_progress and dist.is_main, train.epochs)
+        self.guard = DivergenceGuard(train.divergence, len(data.classes))
         self.context = RunContext(self.out, self.config, self.plan, data.classes)
 
     def _announce(self) -> None:
@@ -280,8 +252,11 @@ class Trainer:
             f"training {self.config.name} on {data.name} ({len(data.train):,} train, "
             f"{len(data.val) if data.val is not None else 0:,} val, {len(data.test):,} test) "
             f"on {device_name(self.device)}"
-            f"{f' x {dist.world} processes' if dist.active else ''}, {self.precision}; "
+            f"{f' x {dist.world} processes' if dist.active else ''}, {self.precision} "
+            f"({self.precision_choice.reason}); "
             f"{self.plan.total_params:,} params; run: {self.out}")
+        if self.precision_choice.warning:
+            print(self.precision_choice.warning, file=sys.stderr, flush=True)
         if self.resume is not None and self.position.epoch < self.config.train.epochs:
             self.progress.line(f"resuming at epoch {self.position.epoch + 1}, "
                                f"step {self.position.batch}")
@@ -296,11 +271,13 @@ class Trainer:
                            f"the learning rate is likely too high (train.optimizer.lr: "
                            f"{train.optimizer.lr:g}) or the data is not normalised. "
                            f"{self.checkpoints.kept()}")
-        losses = StepLosses(self.device, tally.add_loss)
+        losses = StepLosses(self.device, self.guard.watch(tally, Diverged))
         batches = self.train_split.train_batches(
             train.batch_size, seed=train.seed, epoch=epoch, start_step=position.batch,
             rank=dist.rank, world=dist.world)
         for images, labels in batches:
+            if position.step >= self.budget.total:
+                break
             self.train_step(images, labels, tally, losses)
             signum = dist.agree_stop(self.stopper.signum)
             if self.stop_after_steps is not None and position.step >= self.stop_after_steps:
@@ -330,8 +307,20 @@ class Trainer:
         losses.add(dist.mean(loss.detach()),
                    (position.step, position.batch, len(labels) * dist.world, lr))
         self.step.update()
+        if self.budget.after_step(position.step, position.train_seconds + position.seconds
+                                  + time.perf_counter() - tally.tick):
+            self._fix_budget()
         self.scheduler.step()
         tally.correct += (logits.argmax(1) == labels).sum()
+
+    def _fix_budget(self) -> None:
+        """The time budget has just fixed the number of steps: one plan for all processes,
+        kept in the checkpoint so that a resume follows it."""
+        planned = torch.tensor(self.budget.total, device=self.device)
+        self.budget.total = self.dist.sum_int(planned) // self.dist.world
+        self.position.planned_steps = self.budget.total
+        self.progress.total_epochs = math.ceil(self.budget.total / self.steps_per_epoch)
+        self.progress.line(self.budget.describe(self.steps_per_epoch))
 
     def _close_tally(self, tally: EpochTally, losses: StepLosses) -> None:
         """What the epoch's steps added up to, into the position and steps.csv."""
@@ -367,9 +356,11 @@ class Trainer:
             self.metrics_log.append([m.csv_row() for m in metrics])
             for callback in self.callbacks:
                 callback.on_epoch_end(self.context, pos.epoch, metrics, self.model)
-        self.progress.end_epoch(epoch_line(self.config.train.epochs, metrics))
+        self.progress.end_epoch(epoch_line(self.progress.total_epochs, metrics))
         self.position = Position(epoch=pos.epoch + 1, step=pos.step,
-                                 train_seconds=pos.train_seconds + pos.seconds)
+                                 train_seconds=pos.train_seconds + pos.seconds,
+                                 train_images=pos.train_images + pos.seen,
+                                 planned_steps=pos.planned_steps)
         signum = dist.agree_stop(self.stopper.signum)
         self.checkpoints.save(self.position)
         if signum:
@@ -419,10 +410,13 @@ class Trainer:
             "train_seconds": pos.train_seconds,
             "wall_seconds": time.perf_counter() - self.started,
             "epochs": train.epochs, "steps": pos.step,
-            "images_per_s": rate(pos.step * train.batch_size, pos.train_seconds),
+            "epochs_run": round(pos.step / self.steps_per_epoch, 3),
+            "time_budget": train.time_budget,
+            "images_per_s": rate(pos.train_images, pos.train_seconds),
             "params": self.plan.total_params, "macs": self.plan.total_macs,
             "device": device_name(self.device), "processes": self.dist.world,
-            "precision": self.precision, "channels_last": self.channels_last,
+            "precision": self.precision, "precision_reason": self.precision_choice.reason,
+            "channels_last": self.channels_last,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": runs.command_line(),
         }
@@ -452,11 +446,13 @@ def _check_fits(plan: Plan, data: Dataset, batch_size: int, dist: Distributed) -
             fix=f"use a batch_size of at most {len(data.train) // dist.world * dist.world}")
 
 
+@releases_run_locks
 def fit(config: ExperimentConfig, *, out: Path | None = None, data_root: str | None = None,
         device: str | None = None, resume: Path | None = None, show_progress: bool = True,
-        stop_after_steps: int | None = None,
-        callbacks: list[Callback] | None = None) -> TrainResult:
-    """Train `config` into a run directory (or continue the run in `resume`)."""
+        stop_after_steps: int | None = None, callbacks: list[Callback] | None = None,
+        init_from: str | None = None) -> TrainResult:
+    """Train `config` into a run directory (or continue the run in `resume`). `init_from`
+    names trained weights to start from (cnnzoo.finetune)."""
     return Trainer(config, out=out, data_root=data_root, device=device, resume=resume,
                    show_progress=show_progress, stop_after_steps=stop_after_steps,
-                   callbacks=callbacks).run()
+                   callbacks=callbacks, init_from=init_from).run()
