@@ -295,7 +295,7 @@ def test_capsule_network_trains_evaluates_predicts_and_draws(tmp_path, cli):
     best = json.loads(predicted.out)[0]["top"][0]
     assert best["index"] == 7
     assert "probability" not in best and 0.0 <= best["score"] < 1.0  # a capsule length
-    assert "(score 0." in cli("predict", out, tmp_path / "seven.png").out
+    assert "score 0." in cli("predict", out, tmp_path / "seven.png").out
     drawn = cli("viz", out, "--image", tmp_path / "seven.png", "--out", tmp_path / "viz")
     assert drawn.code == 0, drawn.err
     names = sorted(p.name for p in (tmp_path / "viz").iterdir())

@@ -247,7 +247,7 @@ def test_weights_from_a_url_are_downloaded_once_and_checked(tmp_path, trained_ru
 
 def test_init_from_loads_what_matches_and_names_the_rest(tmp_path, trained_run, capsys):
     other = SMALL.replace("- fc: 10", "- fc: 16\n    - fc: 10")
-    model = cnnzoo.build_model(other)
+    model = cnnzoo.build_model(cnnzoo.parse_config(other))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = initialise_from(model, str(trained_run))
     line = capsys.readouterr().out

@@ -94,10 +94,10 @@ def test_the_layer_limit_is_exact_and_counts_like_the_plan(tmp_path):
         return ("model:\n  layers:\n    - input: {width: 4, height: 4, depth: 1}\n" + head
                 + "    - relu\n" * relus)
 
-    at_limit = cnnzoo.load_config(config(limits.MAX_LAYERS - 9002))  # and the input
+    at_limit = cnnzoo.parse_config(config(limits.MAX_LAYERS - 9002))  # and the input
     assert limits.count_layers(at_limit.model.layers) == limits.MAX_LAYERS
     with pytest.raises(ConfigError, match="10,001 layers"):
-        cnnzoo.load_config(config(limits.MAX_LAYERS - 9001))
+        cnnzoo.parse_config(config(limits.MAX_LAYERS - 9001))
     small = cnnzoo.parse_config(
         "model:\n  layers:\n    - input: {width: 8, height: 8, depth: 1}\n"
         "    - repeat: {times: 3, layers: [{conv: {filters: 2, kernel: 3, padding: same, "
@@ -219,7 +219,7 @@ def test_predict_tells_a_16_bit_mid_grey_from_white(tmp_path, cli, trained):
     grey = _save(tmp_path / "grey16.png", np.full((28, 28), 32768, np.uint16))
     white = _save(tmp_path / "white.png", np.full((28, 28), 255, np.uint8))
     mid = _save(tmp_path / "grey8.png", np.full((28, 28), 128, np.uint8))
-    result = json.loads(cli("predict", trained, grey, white, mid, "--json", "-k", "10").out)
+    result = json.loads(cli("predict", trained, grey, white, mid, "--json", "--top", "10").out)
     as_dict = [{g["class"]: g["probability"] for g in item["top"]} for item in result]
     assert as_dict[0] != as_dict[1]
     assert as_dict[0] == pytest.approx(as_dict[2])

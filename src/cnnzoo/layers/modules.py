@@ -129,12 +129,19 @@ class _LocalProduct(torch.autograd.Function):
         cols, weight = ctx.saved_tensors
         (out_h, out_w), (kh, kw), (sh, sw), (dh, dw) = ctx.geometry
         grad = grad.contiguous()
-        grad_weight = torch.bmm(grad.transpose(1, 2), cols) if ctx.needs_input_grad[1] else None
+        # Under autocast the forward product ran in bf16 and so does the gradient: the
+        # backward products run in that precision too, and each gradient is returned in
+        # the dtype of what it is the gradient of.
+        compute = grad.dtype
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(grad.transpose(1, 2), cols.to(compute)).to(weight.dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
             batch, channels = ctx.padded_shape[0], ctx.padded_shape[3]
-            grad_cols = torch.bmm(grad, weight).view(out_h, out_w, batch, kh, kw, channels)
-            grad_xs = grad.new_zeros(ctx.padded_shape)
+            grad_cols = torch.bmm(grad, weight.to(compute)).view(out_h, out_w, batch, kh, kw,
+                                                                 channels)
+            grad_xs = cols.new_zeros(ctx.padded_shape)
             for i in range(kh):
                 for j in range(kw):
                     rows = slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh)
