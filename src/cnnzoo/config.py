@@ -422,3 +422,8 @@ def with_overrides(config: ExperimentConfig, overrides: list[str]) -> Experiment
     """A copy of `config` with `key=value` overrides applied and validated."""
     doc = load_yaml(config.to_yaml(), "<config>")
     return config_from_document(doc, config.name, overrides)
+
+
+def rename(config: ExperimentConfig, name: str) -> ExperimentConfig:
+    """The same experiment under another name (a tuning trial's, the best trial's)."""
+    return replace(config, name=name)

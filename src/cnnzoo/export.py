@@ -157,7 +157,7 @@ def direct_equivalent(network: Network, say: Callable[[str], None] = print) -> N
     tensors of an FFT; the export's check compares against the FFT original."""
     import copy
 
-    from cnnzoo.layers.conv import Conv2d
+    from cnnzoo.layers.modules import Conv2d
     from cnnzoo.viz import layer_modules
 
     swapped = [plan for plan, module in layer_modules(network)
