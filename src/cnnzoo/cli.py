@@ -19,6 +19,7 @@ from cnnzoo.cli_app import (
     complete_config,
 )
 from cnnzoo.errors import CnnzooError
+from cnnzoo.startup import INTERRUPTED, quiet_interrupt
 
 if TYPE_CHECKING:
     from cnnzoo.config import ExperimentConfig
@@ -320,7 +321,7 @@ def run(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as exc:
         # The parser's errors (an unknown option, a wrong choice, a missing argument) are
         # click's exceptions, which Typer bundles privately: known by their interface.
@@ -332,6 +333,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {exc.format_message()} (see cnnzoo {' '.join(_command(argv))}--help)",
               file=sys.stderr)
         return USER_ERROR
+    if code == INTERRUPTED:  # Typer's answer to a KeyboardInterrupt inside a command
+        print("interrupted", file=sys.stderr)
     return code if isinstance(code, int) else 0  # --help and typer.Exit give a code
 
 
@@ -345,8 +348,6 @@ def _command(argv: list[str] | None) -> list[str]:
 
 def main() -> None:
     """The `cnnzoo` console script."""
-    from cnnzoo.startup import quiet_interrupt
-
     with quiet_interrupt():  # also while `run` imports the training code
         code = run()
     sys.exit(code)

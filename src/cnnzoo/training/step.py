@@ -1,6 +1,4 @@
-"""`TrainStep`: one optimisation step (forward, the loss, backward, the update), the
-one place the training loss is computed. The trainer and the zoo's step timer both
-use it, so they time and train the same arithmetic."""
+"""One optimisation step, and the one place the training loss is computed."""
 
 from __future__ import annotations
 
