@@ -44,6 +44,14 @@ CASES: dict[str, str] = {
     "pool-avg": "- pool: {kind: avg, size: 2}",
     "global_pool-avg": f"{CONV}\n- global_pool: {{kind: avg}}",
     "global_pool-max": f"{CONV}\n- global_pool: {{kind: max}}",
+    "freq_filter-matmul": "- freq_filter: {kind: bandpass, low: 0.1, high: 0.3, impl: matmul}",
+    "primary_capsules": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}",
+    "capsules": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}\n"
+                "- capsules: {units: 3, dim: 4, routing: 2}",
+    "length": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}\n"
+              "- capsules: {units: 3, dim: 4}\n- length",
+    "decoder": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}\n"
+               "- capsules: {units: 3, dim: 4}\n- decoder: {units: [16]}",
 }
 # What an exporter cannot express, each with the layer its error must name.
 # (impl: fft exports as the direct convolution, checked against the FFT.)
