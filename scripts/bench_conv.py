@@ -26,8 +26,8 @@ from cnnzoo.layers.basic import InputSpec
 from cnnzoo.layers.conv import ConvSpec
 from cnnzoo.layers.fft import ConvShape, choose_impl, direct_terms, fft_terms
 from cnnzoo.layers.local import LocalSpec
+from cnnzoo.layerspec import LayerSpec
 from cnnzoo.plan import plan_layers
-from cnnzoo.registry import LayerSpec
 from cnnzoo.shapes import Volume
 
 

@@ -46,7 +46,7 @@ def measure(name: str, seconds: float) -> dict[str, object]:
     from cnnzoo import runs
     from cnnzoo.export import FORMATS, export_run
     from cnnzoo.pretrained import bundled_record, unpack
-    from cnnzoo.train import evaluate_run, load_run_model
+    from cnnzoo.training.runload import evaluate_run, load_run_model
 
     record = bundled_record(name)
     assert record is not None

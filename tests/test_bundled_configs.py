@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from cnnzoo.plan import LayerPlan
+from cnnzoo.layerspec import LayerPlan
 from tests.conftest import CONFIGS, ROOT
 
 IDS = [p.stem for p in CONFIGS]

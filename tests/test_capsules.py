@@ -13,7 +13,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.config import LossConfig
-from cnnzoo.layers.capsules import Capsules, route, squash
+from cnnzoo.layers.capsule_modules import Capsules, route, squash
 from cnnzoo.losses import create_loss
 
 CAPSNET_LAYERS = """

@@ -12,7 +12,7 @@ import typer
 import yaml
 
 import cnnzoo
-from cnnzoo import cli as cnnzoo_cli
+from cnnzoo import cli_app as cnnzoo_cli
 from cnnzoo.config import ExperimentConfig, bundled_configs
 from cnnzoo.params import param_infos
 from tests.conftest import CONFIGS, run_process, write

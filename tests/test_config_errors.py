@@ -473,6 +473,7 @@ SUBPROCESS_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
 def test_broken_config_in_a_real_process(case_id: str, tmp_path: Path) -> None:
     case = next(c for c in CASES if c.id == case_id)

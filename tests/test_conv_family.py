@@ -344,7 +344,7 @@ def test_fixed_kernels_apply_to_each_channel_in_turn():
 
 
 def test_fixed_kernels_are_frozen_unless_trainable():
-    from cnnzoo.train import create_optimizer
+    from cnnzoo.training.optim import create_optimizer
 
     text = yaml_of(8, 8, 1, "conv: {filters: 2, weights: [sobel_x, sobel_y], padding: same}",
                    "conv: {filters: 4, kernel: 3, trainable: TRAIN}", "fc: 3")
@@ -478,6 +478,7 @@ def test_filter_errors_are_one_line_and_exit_2(tmp_path, cli):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "notes.txt"]  # nothing written
 
 
+@pytest.mark.slow
 def test_filter_bad_image_exits_2_as_a_process(tmp_path):
     result = run_process("filter", tmp_path / "nope.png", "--kernel", "edge", "--out",
                          tmp_path / "grid.png")

@@ -21,7 +21,8 @@ from cnnzoo.cpu import (
     cpu_flags,
     detect_bf16_support,
 )
-from cnnzoo.train import fit
+from cnnzoo.training.stopping import Interrupted
+from cnnzoo.training.trainer import fit
 from tests.conftest import write
 from tests.datafiles import write_mnist
 
@@ -178,7 +179,7 @@ def test_time_budget_plan_survives_resume(tmp_path: Path, monkeypatch) -> None:
     reference = cnnzoo.checkpoint.load_weights(tmp_path / "straight" / "model.safetensors")[0]
     for stop in (3, SKIPPED_STEPS + TIMED_STEPS + 1):
         parted = tmp_path / f"parted{stop}"
-        with pytest.raises(cnnzoo.train.Interrupted):
+        with pytest.raises(Interrupted):
             fit(config, out=parted, data_root=root, show_progress=False, stop_after_steps=stop)
         fit(config, resume=parted, data_root=root, show_progress=False)
         weights = cnnzoo.checkpoint.load_weights(parted / "model.safetensors")[0]

@@ -15,7 +15,9 @@ import torch
 import cnnzoo
 from cnnzoo.checkpoint import load_weights
 from cnnzoo.data import pipeline
-from cnnzoo.train import Interrupted, evaluate_run, fit
+from cnnzoo.training.runload import evaluate_run
+from cnnzoo.training.stopping import Diverged, Interrupted
+from cnnzoo.training.trainer import fit
 from tests.conftest import write
 from tests.datafiles import write_mnist
 
@@ -109,7 +111,7 @@ def test_a_diverging_cuda_run_stops_without_saving_nan_weights(tmp_path, config_
                                                                 data_root):
     config = cnnzoo.load_config(config_file, ["train.optimizer.lr=1.0e8"])
     out = tmp_path / "run"
-    with pytest.raises(cnnzoo.train.Diverged) as diverged:
+    with pytest.raises(Diverged) as diverged:
         train(config, data_root, out=out)
     assert "the learning rate is likely too high" in str(diverged.value)
     if (out / "model.safetensors").exists():

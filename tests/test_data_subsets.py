@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import cnnzoo
 from cnnzoo.data.pipeline import load_dataset
 from cnnzoo.data.subsets import class_shares, stratified_pick, stratified_split
-from cnnzoo.train import fit
+from cnnzoo.training.trainer import fit
 from tests.conftest import ROOT, write
 from tests.datafiles import write_folder, write_mnist
 
@@ -155,11 +155,13 @@ sys.meta_path.insert(0, Interrupt())
 def test_ctrl_c_while_importing_is_quiet_in_the_command(tmp_path, how):
     write(tmp_path / "sitecustomize.py", STOP_AT_TORCH)  # Ctrl-C exactly at `import torch`
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'src'}"}
+    # Commands that need torch (summary, zoo and `import cnnzoo` do not import it).
+    run = str(tmp_path / "run")
     args = {
-        "module": ["-m", "cnnzoo", "summary", "-c", "lenet5"],
-        "console_script": ["-c", "import sys; sys.argv = ['cnnzoo', 'zoo']; "
-                           "from cnnzoo.cli import main; main()"],
-        "library": ["-c", "import cnnzoo"],
+        "module": ["-m", "cnnzoo", "train", "-c", "lenet5", "-o", run],
+        "console_script": ["-c", f"import sys; sys.argv = ['cnnzoo', 'train', '-c', 'lenet5', "
+                           f"'-o', {run!r}]; from cnnzoo.cli import main; main()"],
+        "library": ["-c", "import cnnzoo; cnnzoo.build_model('lenet5')"],
     }[how]
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=120)

@@ -69,7 +69,7 @@ def test_augment_noise_adds_seeded_gaussian_noise_in_pixel_units():
     import torch
 
     from cnnzoo.config import AugmentConfig
-    from cnnzoo.data.pipeline import BatchTransform
+    from cnnzoo.data.augment import BatchTransform
 
     images = torch.randint(0, 256, (64, 2, 16, 16), dtype=torch.uint8)
     std = (0.5, 0.25)

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import cnnzoo
-import cnnzoo.train
 from cnnzoo.callbacks import Callback
 from cnnzoo.checkpoint import load_state, load_weights
 from cnnzoo.config import DivergenceConfig
 from cnnzoo.divergence import DivergenceGuard
-from cnnzoo.train import Diverged, Interrupted, fit
+from cnnzoo.training import trainer
+from cnnzoo.training.stopping import Diverged, Interrupted
+from cnnzoo.training.trainer import fit
 from tests.conftest import write
 
 # A small batchnorm CNN: batchnorm keeps the activations finite while lr 1e6 throws the
@@ -47,7 +48,7 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def no_pictures(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cnnzoo.train, "default_callbacks", lambda: [])
+    monkeypatch.setattr(trainer, "default_callbacks", lambda: [])
 
 
 def step_losses(run: Path) -> list[float]:

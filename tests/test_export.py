@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.data.pipeline import BatchTransform, convert_images
+from cnnzoo.data.augment import BatchTransform
+from cnnzoo.data.pipeline import convert_images
 from cnnzoo.errors import CnnzooError
 from cnnzoo.export import FORMATS, LOADERS, Preprocess, direct_equivalent, write_checked
 from cnnzoo.layers.padding import PADDING_MODES
@@ -43,6 +44,14 @@ CASES: dict[str, str] = {
     "pool-avg": "- pool: {kind: avg, size: 2}",
     "global_pool-avg": f"{CONV}\n- global_pool: {{kind: avg}}",
     "global_pool-max": f"{CONV}\n- global_pool: {{kind: max}}",
+    "freq_filter-matmul": "- freq_filter: {kind: bandpass, low: 0.1, high: 0.3, impl: matmul}",
+    "primary_capsules": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}",
+    "capsules": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}\n"
+                "- capsules: {units: 3, dim: 4, routing: 2}",
+    "length": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}\n"
+              "- capsules: {units: 3, dim: 4}\n- length",
+    "decoder": "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}\n"
+               "- capsules: {units: 3, dim: 4}\n- decoder: {units: [16]}",
 }
 # What an exporter cannot express, each with the layer its error must name.
 # (impl: fft exports as the direct convolution, checked against the FFT.)
@@ -139,7 +148,7 @@ def test_export_a_run_with_preprocessing(tmp_path, trained_run, cli, fmt):  # no
     assert "largest difference" in result.out
     run = LOADERS[fmt](out)
     from cnnzoo import runs
-    from cnnzoo.train import load_run_model, run_transform
+    from cnnzoo.training.runload import load_run_model, run_transform
 
     info = runs.open_run(trained_run)
     model = load_run_model(info, torch.device("cpu")).to(memory_format=torch.contiguous_format)

@@ -10,7 +10,7 @@ import torch
 import cnnzoo
 from cnnzoo.data.fake import fake_images
 from cnnzoo.shapes import Volume
-from cnnzoo.train import fit
+from cnnzoo.training.trainer import fit
 from tests.conftest import write
 
 NET = """

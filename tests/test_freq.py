@@ -13,7 +13,8 @@ import cnnzoo
 from cnnzoo.build import build_layer
 from cnnzoo.errors import ConfigError
 from cnnzoo.layers.basic import InputSpec
-from cnnzoo.layers.freq import FreqFilter, FreqFilterSpec
+from cnnzoo.layers.freq import FreqFilterSpec
+from cnnzoo.layers.modules import FreqFilter
 from cnnzoo.params import Where
 from cnnzoo.registry import parse_layer
 

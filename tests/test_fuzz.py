@@ -27,8 +27,8 @@ from cnnzoo.config import (
     OptimizerConfig,
     SchedulerConfig,
     TrainConfig,
-    apply_override,
 )
+from cnnzoo.overrides import apply_override
 from cnnzoo.registry import layer_table
 
 FUZZ = settings(

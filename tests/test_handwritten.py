@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnzoo
-from tests.reference_nets import LeNet5, SpeedrunNet
+from cnnzoo.reference_nets import LeNet5, SpeedrunNet
 
 
 class Cs231nSimple(nn.Module):

@@ -174,15 +174,16 @@ def test_registry_rejects_duplicates_and_names_the_unknown():
 def test_register_layer_adds_a_type_to_the_language():
     from dataclasses import dataclass
 
+    from cnnzoo.layerspec import Inferred, LayerSpec
     from cnnzoo.params import float_kind, param
-    from cnnzoo.registry import _REGISTRY, Inferred, LayerSpec
+    from cnnzoo.registry import _REGISTRY
 
     @register_layer("scale", primary="factor", doc="multiply by a constant")
     @dataclass(frozen=True, kw_only=True)
     class ScaleSpec(LayerSpec):
         factor: float = param(2.0, kind=float_kind(), doc="the constant")
 
-        def infer(self, inp, where, planner):
+        def infer(self, inp, where, context):
             return Inferred(output=inp, label=f"scale {self.factor:g}")
 
         def build(self, plan, build_child):

@@ -18,7 +18,8 @@ import cnnzoo
 from cnnzoo import runs
 from cnnzoo.finetune import initialise_from
 from cnnzoo.pretrained import PACKED_FORMAT, open_packed, pack_for_zoo, pack_run
-from cnnzoo.train import fit, load_run_model
+from cnnzoo.training.runload import load_run_model
+from cnnzoo.training.trainer import fit
 from cnnzoo.zoo import read_measured, write_measured
 from tests.conftest import ROOT, write
 from tests.datafiles import class_images, write_mnist

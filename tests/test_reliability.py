@@ -33,7 +33,10 @@ from cnnzoo.callbacks import Callback
 from cnnzoo.checkpoint import load_state, load_weights, parse_weights, save_weights
 from cnnzoo.errors import CheckpointError, CnnzooError, DataError
 from cnnzoo.files import atomic_write_bytes, atomic_write_with
-from cnnzoo.train import Diverged, Interrupted, StepLosses, fit
+from cnnzoo.training import trainer
+from cnnzoo.training.progress import StepLosses
+from cnnzoo.training.stopping import Diverged, Interrupted
+from cnnzoo.training.trainer import fit
 from tests.conftest import ROOT, write
 from tests.datafiles import pixel_bomb_png, write_cifar10, write_folder, write_mnist
 
@@ -75,7 +78,7 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def no_pictures(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's pictures are by-products that never change training; skip them."""
-    monkeypatch.setattr(cnnzoo.train, "default_callbacks", lambda: [])
+    monkeypatch.setattr(trainer, "default_callbacks", lambda: [])
 
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -498,6 +501,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [pytest.param(signal.SIGINT, 130, id="SIGINT"),
                                           pytest.param(signal.SIGTERM, 143, id="SIGTERM")])
 def test_a_signal_stops_training_with_a_checkpoint_and_resume_finishes_it(

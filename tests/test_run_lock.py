@@ -19,7 +19,8 @@ import cnnzoo
 from cnnzoo import runlock, runs
 from cnnzoo.callbacks import Callback
 from cnnzoo.errors import CnnzooError
-from cnnzoo.train import fit
+from cnnzoo.training.stopping import Interrupted
+from cnnzoo.training.trainer import fit
 from tests.conftest import ROOT, write
 from tests.datafiles import write_mnist
 
@@ -147,7 +148,7 @@ def test_a_sigkilled_holder_leaves_no_stale_lock(tmp_path, holder_process):
 def test_resume_and_a_second_out_of_a_live_run_are_refused_naming_the_process(
     tmp_path, cli, config_file, data_root, holder_process
 ):
-    with pytest.raises(cnnzoo.train.Interrupted):
+    with pytest.raises(Interrupted):
         fit(cnnzoo.load_config(config_file), out=tmp_path / "run", data_root=str(data_root),
             show_progress=False, callbacks=[], stop_after_steps=2)
     proc = holder_process(tmp_path / "run")

@@ -15,7 +15,9 @@ import torch
 import cnnzoo
 from cnnzoo.data.catalog import dataset_info
 from cnnzoo.data.sources import load_split
-from cnnzoo.train import fit, lr_factor
+from cnnzoo.training.optim import lr_factor
+from cnnzoo.training.stopping import Interrupted
+from cnnzoo.training.trainer import fit
 from tests.conftest import FASHION_DIR, run_process, write
 from tests.datafiles import class_images, write_cifar10, write_folder, write_mnist, write_svhn
 
@@ -95,7 +97,7 @@ def test_resume_continues_bitwise_identically(tmp_path, mnist_root):
         "model.layers.1=dropout", "train.scheduler=cosine"])
     straight, parted = tmp_path / "straight", tmp_path / "parted"
     fit(config, out=straight, data_root=str(mnist_root), show_progress=False)
-    with pytest.raises(cnnzoo.train.Interrupted) as stop:
+    with pytest.raises(Interrupted) as stop:
         fit(config, out=parted, data_root=str(mnist_root), show_progress=False,
             stop_after_steps=20)  # mid-epoch 2 (16 steps per epoch)
     assert stop.value.exit_code == 130
@@ -282,6 +284,7 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, cli, mnist_root):
         assert key in result.err
 
 
+@pytest.mark.slow
 def test_real_subprocess_exit_codes(tmp_path, mnist_root):
     ok = run_process("train", "-c", small_config(tmp_path), "--data-root", mnist_root,
                      "-o", tmp_path / "run", "--set", "train.epochs=1")
@@ -329,6 +332,7 @@ def test_cosine_warmup_and_step_schedules():
     assert math.isclose(lr_factor(5, 100, 10, 1.0, SchedulerConfig()), 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_one_epoch(tmp_path, cli, monkeypatch):

@@ -26,7 +26,7 @@ from cnnzoo.filter import load_image
 from cnnzoo.imageio import read_image, read_pixels
 from cnnzoo.plan import plan_experiment
 from cnnzoo.shapes import Volume
-from cnnzoo.train import fit
+from cnnzoo.training.trainer import fit
 from tests.conftest import write
 from tests.datafiles import class_images, write_mnist
 
@@ -350,7 +350,7 @@ def test_reading_a_run_with_damaged_files_gives_a_result_or_one_clear_error(
 def test_a_run_command_and_resume_hint_are_shell_quoted(monkeypatch, tmp_path):
     import shlex
 
-    from cnnzoo.train import Interrupted
+    from cnnzoo.training.stopping import Interrupted
 
     argv = ["cnnzoo", "train", "-c", "my config.yaml", "--set", "name=a b"]
     monkeypatch.setattr("sys.argv", argv)

@@ -5,11 +5,10 @@ scripts/zoo_results.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo import pictures
-from cnnzoo.train import fit
+from cnnzoo.training.trainer import fit
 from cnnzoo.viz import activation_volumes, first_layer_filters, layer_modules
 from tests.conftest import CONFIGS, ROOT, write
 from tests.datafiles import class_images, write_mnist
@@ -557,20 +556,17 @@ def test_accuracy_params_figure():
 # ---- scripts/zoo_results.py
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def script():
-    spec = importlib.util.spec_from_file_location("zoo_results", ROOT / "scripts" /
-                                                  "zoo_results.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["zoo_results"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["zoo_results"]
+    """The zoo measurement that scripts/zoo_results.py drives, as one namespace."""
+    from cnnzoo import zoo_measure, zoo_report, zoo_run
+
+    return SimpleNamespace(measure=zoo_measure, report=zoo_report, run=zoo_run)
 
 
 def _overrides(script, text: str) -> list[str]:
     config = cnnzoo.parse_config(text)
-    return script.fashion_overrides(config, cnnzoo.plan_experiment(config))
+    return script.measure.fashion_overrides(config, cnnzoo.plan_experiment(config))
 
 
 def test_configs_are_adapted_to_fashion_mnist(script, tmp_path):
@@ -584,10 +580,10 @@ def test_configs_are_adapted_to_fashion_mnist(script, tmp_path):
     padded = ("model: {layers: [input: {width: 32, height: 32, depth: 1}, fc: 10]}\n"
               "data: {dataset: mnist, pad: 2}")
     assert _overrides(script, padded) == ["data.dataset=fashion_mnist"]
-    with pytest.raises(script.Skip, match="100 classes"):
+    with pytest.raises(script.measure.Skip, match="100 classes"):
         _overrides(script, "model: {layers: [fc: 100]}\ndata: {dataset: cifar100}")
     path = write(tmp_path / "odd.yaml", odd)
-    adapted = script.adapted_config(path, ["train.epochs=1"])
+    adapted = script.measure.adapted_config(path, ["train.epochs=1"])
     assert adapted.plan.input == cnnzoo.shapes.Volume(20, 24, 3)
     assert adapted.config.data.dataset == "fashion_mnist" and adapted.config.train.epochs == 1
     assert adapted.sets[-1] == "train.epochs=1" and "train.epochs=1" not in adapted.adaptation
@@ -595,16 +591,16 @@ def test_configs_are_adapted_to_fashion_mnist(script, tmp_path):
 
 def test_epochs_are_capped_by_the_budget(script):
     config = cnnzoo.parse_config(SMALL, ["data.limit_train=2000", "data.limit_test=1000"])
-    work = script.Workload.of(config)
+    work = script.measure.Workload.of(config)
     assert (work.train_images, work.val_images, work.test_images) == (1800, 200, 1000)
     per_epoch = 1800 // 32 * 0.1 + 200 / 32 * 0.1 / 3
     test = 1000 / 32 * 0.1 / 3
     assert work.seconds(3, 0.1) == pytest.approx(3 * per_epoch + test)
-    assert script.choose_epochs(10, work, 0.1, 3 * per_epoch + test + 0.01) == 3
-    assert script.choose_epochs(2, work, 0.1, 1000.0) == 2
-    assert script.choose_epochs(10, work, 0.1, None) == 10
-    with pytest.raises(script.Skip, match=r"over the budget of 5\.0s"):
-        script.choose_epochs(10, work, 0.1, 5.0)
+    assert script.measure.choose_epochs(10, work, 0.1, 3 * per_epoch + test + 0.01) == 3
+    assert script.measure.choose_epochs(2, work, 0.1, 1000.0) == 2
+    assert script.measure.choose_epochs(10, work, 0.1, None) == 10
+    with pytest.raises(script.measure.Skip, match=r"over the budget of 5\.0s"):
+        script.measure.choose_epochs(10, work, 0.1, 5.0)
 
 
 RECORD = {
@@ -619,7 +615,7 @@ RECORD = {
 
 def test_measured_line_is_rewritten_in_place(script, tmp_path):
     original = (ROOT / "configs" / "lenet5.yaml").read_text()
-    lines = script.measured_lines(RECORD)
+    lines = script.measure.measured_lines(RECORD)
     assert lines[0].startswith("# Measured here: 90.81% test accuracy")
     def sentence(lines: list[str]) -> str:
         return " ".join(line.removeprefix("# Measured here: ").removeprefix("#   ")
@@ -628,14 +624,15 @@ def test_measured_line_is_rewritten_in_place(script, tmp_path):
     assert sentence(lines) == ("90.81% test accuracy on Fashion-MNIST after 10 epochs (1m02s of "
                         "training on Intel(R) Xeon(R) Processor, 2 cores, torch 2.14.1; "
                         "2025-01-02):")
-    small = script.measured_lines({**RECORD, "epochs": 1, "train_images": 1_800,
+    small = script.measure.measured_lines({**RECORD, "epochs": 1, "train_images": 1_800,
                                    "test_images": 1_000, "adapted": ["data.pad=2"]})
     assert "Fashion-MNIST (adapted: data.pad=2), on 1,800 training and 1,000 test images " \
         "after 1 epoch (" in sentence(small)
     assert lines[-1] == "#   cnnzoo train --config lenet5 --device cpu"
     assert all(len(line) <= 88 and line.startswith("#") for line in lines[:-1])
-    once = script.rewrite_measured(original, lines)
-    twice = script.rewrite_measured(once, script.measured_lines({**RECORD, "epochs": 3}))
+    once = script.measure.rewrite_measured(original, lines)
+    twice = script.measure.rewrite_measured(
+        once, script.measure.measured_lines({**RECORD, "epochs": 3}))
     for text, epochs in ((once, 10), (twice, 3)):
         assert text.count("# Measured here:") == 1
         assert f"after {epochs} epochs" in text
@@ -646,7 +643,7 @@ def test_measured_line_is_rewritten_in_place(script, tmp_path):
         rewritten = cnnzoo.load_config(write(tmp_path / "lenet5.yaml", text))
         assert rewritten == cnnzoo.load_config(ROOT / "configs" / "lenet5.yaml")
     bare = "# yaml-language-server: $schema=x\n#\n# Origin.\nname: n\nmodel: {}\n"
-    assert script.rewrite_measured(bare, ["# Measured here: 1%"]) == (
+    assert script.measure.rewrite_measured(bare, ["# Measured here: 1%"]) == (
         "# yaml-language-server: $schema=x\n#\n# Origin.\n# Measured here: 1%\nname: n\n"
         "model: {}\n")
 
@@ -665,7 +662,7 @@ def test_results_markdown(script):
     }
     machine = {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "torch": "2.14.1",
                "python": "3.11.9", "cnnzoo": "0.1.0"}
-    text = script.render_markdown(records, ["cs231n-simple", "lenet5", "mlp"],
+    text = script.report.render_markdown(records, ["cs231n-simple", "lenet5", "mlp"],
                                   {"vgg11-bn": "one epoch would take about 25m00s here"},
                                   machine, "10m00s per config", "python scripts/zoo_results.py",
                                   "accuracy-vs-params.png")
@@ -687,10 +684,11 @@ def test_results_markdown(script):
     assert "- `vgg11-bn`: one epoch would take about 25m00s here" in text
     assert "![test accuracy against parameters](accuracy-vs-params.png)" in text
     assert "Intel(R) Xeon(R) Processor, 2 cores, torch 2.14.1, Python 3.11.9" in text
-    empty = script.render_markdown({}, [], {}, machine, "none", "python x", None)
+    empty = script.report.render_markdown({}, [], {}, machine, "none", "python x", None)
     assert "Nothing has been measured yet." in empty and "None of them" in empty
 
 
+@pytest.mark.slow
 def test_zoo_results_end_to_end_on_fake_files(script, tmp_path, monkeypatch):
     """One config through the whole script: a real `cnnzoo train` subprocess, then the
     report, results.json (as `cnnzoo zoo` reads it), the plot and the comment line."""
@@ -698,8 +696,8 @@ def test_zoo_results_end_to_end_on_fake_files(script, tmp_path, monkeypatch):
     configs = tmp_path / "configs"
     header = "# yaml-language-server: $schema=cnnzoo.schema.json\n#\n# A test net.\n"
     write(configs / "small.yaml", header + "# Measured here: not yet measured\n" + SMALL)
-    monkeypatch.setattr(script, "measure_step_seconds", lambda *a, **k: 0.01)
-    code = script.main(["--configs-dir", str(configs), "--results", str(tmp_path / "docs" /
+    monkeypatch.setattr(script.measure, "measure_step_seconds", lambda *a, **k: 0.01)
+    code = script.run.main(["--configs-dir", str(configs), "--results", str(tmp_path / "docs" /
                         "results.md"), "--runs", str(tmp_path / "runs"), "--data-root",
                         str(tmp_path / "data"), "--epochs", "1", "--budget-minutes", "5"])
     assert code == 0
@@ -721,6 +719,7 @@ def test_zoo_results_end_to_end_on_fake_files(script, tmp_path, monkeypatch):
     assert "not yet measured" not in comment
 
 
+@pytest.mark.slow
 def test_zoo_results_reuse_takes_a_finished_run_of_the_same_config_only(script, tmp_path,
                                                                          monkeypatch):
     """--reuse records a finished run of the same config without training again, and
@@ -729,16 +728,16 @@ def test_zoo_results_reuse_takes_a_finished_run_of_the_same_config_only(script, 
     configs = tmp_path / "configs"
     header = "# A test net.\n# Measured here: not yet measured\n"
     write(configs / "small.yaml", header + SMALL)
-    monkeypatch.setattr(script, "measure_step_seconds", lambda *a, **k: 0.01)
+    monkeypatch.setattr(script.measure, "measure_step_seconds", lambda *a, **k: 0.01)
     argv = ["--configs-dir", str(configs), "--results", str(tmp_path / "results.md"),
             "--runs", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"),
             "--epochs", "1", "--budget-minutes", "5", "--reuse"]
-    assert script.main(argv) == 0
+    assert script.run.main(argv) == 0
     first = json.loads((tmp_path / "runs" / "small" / "results.json").read_text())
 
     calls = []
-    monkeypatch.setattr(script.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
-    assert script.main(argv) == 0
+    monkeypatch.setattr(script.run.subprocess, "call", lambda *a, **k: calls.append(a) or 1)
+    assert script.run.main(argv) == 0
     assert calls == []  # nothing trained: the finished run was taken
     record = json.loads((configs / "results.json").read_text())["configs"]["small"]
     assert record["test_accuracy"] == first["test_accuracy"]
@@ -746,5 +745,5 @@ def test_zoo_results_reuse_takes_a_finished_run_of_the_same_config_only(script, 
     # Another learning rate: the old run no longer matches, so it is trained again
     # (here the stubbed training fails, which the script reports).
     argv += ["--set", "train.optimizer.lr=0.5"]
-    assert script.main(argv) == 1
+    assert script.run.main(argv) == 1
     assert len(calls) == 1

@@ -1,17 +1,32 @@
 """cnnzoo: convolutional networks described in YAML, built, summarised and trained."""
 
+from typing import Any
+
 from cnnzoo.startup import quiet_interrupt
 
-with quiet_interrupt():  # Ctrl-C while torch is imported
+with quiet_interrupt():  # Ctrl-C while the package is imported
     from cnnzoo import layers as layers  # registers the layer types
-    from cnnzoo.build import Network, build_model
     from cnnzoo.config import ExperimentConfig, load_config, parse_config
     from cnnzoo.errors import CnnzooError, ConfigError
+    from cnnzoo.layerspec import LayerSpec
     from cnnzoo.plan import Plan, plan_experiment, plan_layers
-    from cnnzoo.registry import LayerSpec, register_layer
+    from cnnzoo.registry import register_layer
+    from cnnzoo.version import __version__
 
-# The one place the version is written: pyproject.toml reads it from here (hatch).
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> Any:
+    # Building needs torch; loading, checking and planning a config do not, so the
+    # builder is imported on first use and `cnnzoo summary` starts without torch.
+    if name == "Network":
+        from cnnzoo import build
+
+        return build.Network
+    if name == "build_model":  # with pretrained=, it loads trained weights too
+        from cnnzoo import pretrained
+
+        return pretrained.build_model
+    raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
+
 
 __all__ = [
     "CnnzooError",

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from cnnzoo.config import ExperimentConfig, load_config
-from cnnzoo.plan import LayerPlan, Plan, plan_experiment
+from cnnzoo.layerspec import LayerPlan
+from cnnzoo.plan import Plan, plan_experiment
 from cnnzoo.yamlio import dump_yaml
 
 
@@ -82,16 +83,9 @@ def build_layer(plan: LayerPlan) -> nn.Module:
     return plan.spec.build(plan, build_layer)
 
 
-def build_model(config_or_path: ExperimentConfig | Plan | str | Path,
-                pretrained: bool | str = False) -> Network:
-    """The `nn.Module` of an experiment: a config, a plan, a file path or a bundled name.
-
-    `pretrained=True` (with a bundled config's name) returns it with its shipped trained
-    weights, verified, in eval mode; a string names the weights instead: a packed
-    .safetensors file or an `https://...#sha256=HEX` URL.
-    """
-    if pretrained is not False:
-        return _pretrained(config_or_path, pretrained)
+def build_model(config_or_path: ExperimentConfig | Plan | str | Path) -> Network:
+    """The `nn.Module` of an experiment: a config, a plan, a file path or a bundled name
+    (with trained weights: `cnnzoo.build_model(..., pretrained=...)`, cnnzoo.pretrained)."""
     if isinstance(config_or_path, Plan):
         plan = config_or_path
     else:
@@ -102,17 +96,3 @@ def build_model(config_or_path: ExperimentConfig | Plan | str | Path,
         )
         plan = plan_experiment(config)
     return Network(plan)
-
-
-def _pretrained(config_or_path: ExperimentConfig | Plan | str | Path,
-                pretrained: bool | str) -> Network:
-    from cnnzoo.errors import CnnzooError
-    from cnnzoo.pretrained import pretrained_model
-
-    if pretrained is True:
-        if not isinstance(config_or_path, str):
-            raise CnnzooError("pretrained=True needs a bundled config's name, such as "
-                              "build_model('lenet5', pretrained=True); give the weights "
-                              "themselves with pretrained='FILE' or an https URL")
-        return pretrained_model(config_or_path)
-    return pretrained_model(str(pretrained), build_model(config_or_path))

@@ -1,7 +1,8 @@
 """Things that happen alongside training, on the main process: pictures, event files.
 
-`fit` calls every callback at the end of each epoch and once at the end of the
-run. A callback must not change training: it reads the model, never steps it.
+The trainer calls every callback at the end of each epoch (with the epoch's numbers,
+`EpochMetrics`) and once at the end of the run. A callback must not change training:
+it reads the model, never steps it.
 
 The pictures written into the run directory:
 
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
     from cnnzoo.config import ExperimentConfig
     from cnnzoo.plan import Plan
-    from cnnzoo.train import Evaluation
+    from cnnzoo.training.evaluation import Evaluation
+    from cnnzoo.training.metrics import EpochMetrics
 
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
@@ -47,9 +49,9 @@ class RunContext:
 
 
 class Callback:
-    def on_epoch_end(self, ctx: RunContext, epoch: int, rows: list[dict[str, Any]],
+    def on_epoch_end(self, ctx: RunContext, epoch: int, metrics: list[EpochMetrics],
                      model: nn.Module) -> None:
-        """After epoch `epoch` (0-based): `rows` are its metrics.csv rows."""
+        """After epoch `epoch` (0-based): `metrics` are its numbers, train first, then val."""
 
     def on_train_end(self, ctx: RunContext, results: dict[str, Any], test: Evaluation,
                      model: nn.Module) -> None:
@@ -78,7 +80,7 @@ class Pictures(Callback):
         self.redraw_seconds = redraw_seconds
         self.drawn_at = time.monotonic()
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int, rows: list[dict[str, Any]],
+    def on_epoch_end(self, ctx: RunContext, epoch: int, metrics: list[EpochMetrics],
                      model: nn.Module) -> None:
         if time.monotonic() - self.drawn_at >= self.redraw_seconds:
             _guarded(CURVES, lambda: self._curves(ctx))
@@ -148,12 +150,12 @@ class TensorBoardEvents(Callback):
         if not self.failed:
             self.failed = not _guarded("the TensorBoard event file", draw)
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int, rows: list[dict[str, Any]],
+    def on_epoch_end(self, ctx: RunContext, epoch: int, metrics: list[EpochMetrics],
                      model: nn.Module) -> None:
         def log() -> None:
             writer = self._writer(ctx, epoch)
-            for row in rows:
-                _scalars(writer, row, epoch + 1)
+            for split in metrics:
+                _scalars(writer, split, epoch + 1)
             writer.flush()
 
         self._guarded(log)
@@ -174,13 +176,13 @@ class TensorBoardEvents(Callback):
         self._guarded(log)
 
 
-def _scalars(writer: Any, row: dict[str, Any], step: int) -> None:
-    split = row["split"]
-    writer.add_scalar(f"loss/{split}", float(row["loss"]), step)
-    writer.add_scalar(f"accuracy/{split}", float(row["accuracy"]), step)
+def _scalars(writer: Any, metrics: EpochMetrics, step: int) -> None:
+    split = metrics.split
+    writer.add_scalar(f"loss/{split}", metrics.loss, step)
+    writer.add_scalar(f"accuracy/{split}", metrics.accuracy, step)
     if split == "train":
-        writer.add_scalar("lr", float(row["lr"]), step)
-        writer.add_scalar("images_per_s/train", float(row["images_per_s"]), step)
+        writer.add_scalar("lr", metrics.lr, step)
+        writer.add_scalar("images_per_s/train", metrics.images_per_s, step)
 
 
 def _rgb(path: Path) -> Any:

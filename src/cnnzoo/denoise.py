@@ -19,7 +19,8 @@ import torch
 from scipy import ndimage
 
 from cnnzoo.data.idx import read_idx
-from cnnzoo.layers.freq import FreqFilter, FreqFilterSpec
+from cnnzoo.layers.freq import FreqFilterSpec
+from cnnzoo.layers.modules import FreqFilter
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -139,7 +140,8 @@ def noisy_accuracy(run_dir: Path, images: np.ndarray, labels: np.ndarray,
     """A trained run's accuracy on `images` (N, H, W in [0, 1]) with Gaussian noise of
     each sigma added before its own normalisation (sigma 0: the clean images)."""
     from cnnzoo import runs
-    from cnnzoo.train import load_run_model, predict_logits, run_transform
+    from cnnzoo.training.evaluation import predict_logits
+    from cnnzoo.training.runload import load_run_model, run_transform
 
     run = runs.open_run(run_dir)
     device = torch.device("cpu")

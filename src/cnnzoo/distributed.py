@@ -196,13 +196,6 @@ class Distributed:
         return torch.device("cpu")
 
 
-def worker_rank() -> int | None:
-    """This process's rank when it is one of several started by torchrun, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return int(os.environ.get("RANK", "0"))
-    return None
-
-
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -114,7 +114,7 @@ class Exported:
 def export_run(run_dir: Path, fmt: str, out: Path, with_preprocessing: bool = False,
                say: Callable[[str], None] = print) -> Exported:
     """Export the trained network of `run_dir` as `fmt` into `out`, checked."""
-    from cnnzoo.train import load_run_model
+    from cnnzoo.training.runload import load_run_model
 
     check_format(fmt)
     if out.is_dir():
@@ -157,7 +157,7 @@ def direct_equivalent(network: Network, say: Callable[[str], None] = print) -> N
     tensors of an FFT; the export's check compares against the FFT original."""
     import copy
 
-    from cnnzoo.layers.conv import Conv2d
+    from cnnzoo.layers.modules import Conv2d
     from cnnzoo.viz import layer_modules
 
     swapped = [plan for plan, module in layer_modules(network)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from cnnzoo.layerspec import LayerSpec
 from cnnzoo.params import Where
-from cnnzoo.registry import LayerSpec
 
 # ResNet-152 has about 500 layers here (conv, batchnorm and relu each count); 10,000
 # leaves room for any real network while a summary of that many stays well under a second.

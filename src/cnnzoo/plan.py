@@ -9,44 +9,18 @@ ever sees it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from cnnzoo.data.catalog import dataset_info, dataset_volume
 from cnnzoo.errors import ConfigError
+from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec
 from cnnzoo.params import Where
-from cnnzoo.registry import Inferred, LayerSpec
+from cnnzoo.registry import get_layer_type
 from cnnzoo.shapes import Pair, Volume, receptive_field
 
 if TYPE_CHECKING:
     from cnnzoo.config import ExperimentConfig
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """One layer of the network, as the summary shows it and the builder builds it."""
-
-    index: str  # "3" at the top level, "3.1" inside layer 3
-    spec: LayerSpec
-    where: Where  # its place in the experiment file, for messages
-    input: Volume
-    output: Volume
-    label: str
-    params: int
-    macs: int
-    receptive_field: Pair  # (height, width) in input pixels
-    jump: Pair  # input pixels between neighbouring outputs
-    dense_params: int | None
-    children: tuple[LayerPlan, ...] = ()
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def type_name(self) -> str:
-        return self.spec.type_name
-
-    def walk(self) -> Iterator[LayerPlan]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
 
 
 @dataclass(frozen=True)
@@ -97,13 +71,14 @@ class _Cursor:
     receptive_field: Pair
     jump: Pair
     after: str  # "layers[3] pool", for messages about where a volume came from
+    previous: str | None = None  # the type of the layer that made the volume; None: the image
 
 
 class Planner:
     """Walks a stack of layer specs from an input volume, inferring every shape."""
 
-    def __init__(self, input_volume: Volume) -> None:
-        self.input_volume = input_volume
+    def __init__(self, image: Volume) -> None:
+        self.image = image  # the network's input, for layers that reproduce it
 
     def plan_stack(
         self,
@@ -115,10 +90,11 @@ class Planner:
         rf: Pair = (1, 1),
         jump: Pair = (1, 1),
         after: str = "the input",
+        previous: str | None = None,
         times: int = 1,
     ) -> tuple[LayerPlan, ...]:
         """Plan `specs` (a YAML layers list at `where`) applied to `inp`, `times` over."""
-        cursor = _Cursor(inp, rf, jump, after)
+        cursor = _Cursor(inp, rf, jump, after, previous)
         plans: list[LayerPlan] = []
         for yaml_index, spec in [item for _ in range(times) for item in enumerate(specs)]:
             # The same key path the parser used, so errors find the parameter's line.
@@ -135,31 +111,19 @@ class Planner:
                     plan.receptive_field,
                     plan.jump,
                     f"{at.label.split('.')[-1].split(' (')[0]} {part.type_name}",
+                    part.type_name,
                 )
         return tuple(plans)
 
     def plan_layer(self, spec: LayerSpec, at: Where, index: str, cursor: _Cursor) -> LayerPlan:
-        self._cursor = cursor
-        self._index = index
-        info: Inferred = spec.infer(cursor.volume, at, self)
+        info: Inferred = spec.infer(cursor.volume, at, _LayerContext(self, cursor, index))
         if info.output.width < 1 or info.output.height < 1 or info.output.depth < 1:
             raise at.error(
                 f"the output volume would be {info.output} (input {cursor.volume}, "
                 f"after {cursor.after}); the volume has shrunk to nothing",
                 fix="use padding, a smaller kernel or stride, or fewer pooling layers",
             )
-        if info.children:
-            # The widest branch (a residual's body, not its 1x1 shortcut) decides.
-            widest = max(info.children, key=lambda p: p.receptive_field[0] * p.receptive_field[1])
-            rf, jump = widest.receptive_field, widest.jump
-        elif info.global_window:
-            extent = (cursor.volume.height, cursor.volume.width)
-            rf, _ = receptive_field(cursor.receptive_field, cursor.jump, extent, (1, 1))
-            jump = cursor.jump
-        elif info.window is not None:
-            rf, jump = receptive_field(cursor.receptive_field, cursor.jump, *info.window)
-        else:
-            rf, jump = cursor.receptive_field, cursor.jump
+        rf, jump = _receptive_field(info, cursor)
         return LayerPlan(
             index=index,
             spec=spec,
@@ -176,10 +140,45 @@ class Planner:
             detail=dict(info.detail),
         )
 
+
+def _receptive_field(info: Inferred, cursor: _Cursor) -> tuple[Pair, Pair]:
+    """The receptive field and jump after a layer, from the one before it."""
+    if info.children:
+        # The widest branch (a residual's body, not its 1x1 shortcut) decides.
+        widest = max(info.children, key=lambda p: p.receptive_field[0] * p.receptive_field[1])
+        return widest.receptive_field, widest.jump
+    if info.global_window:
+        extent = (cursor.volume.height, cursor.volume.width)
+        rf, _ = receptive_field(cursor.receptive_field, cursor.jump, extent, (1, 1))
+        return rf, cursor.jump
+    if info.window is not None:
+        return receptive_field(cursor.receptive_field, cursor.jump, *info.window)
+    return cursor.receptive_field, cursor.jump
+
+
+@dataclass(frozen=True)
+class _LayerContext:
+    """The `PlanContext` of one layer: the planner at that layer's position."""
+
+    planner: Planner
+    cursor: _Cursor
+    index: str
+
     @property
     def after(self) -> str:
-        """Where the current layer's input came from, e.g. 'layers[3] pool'."""
-        return self._cursor.after
+        return self.cursor.after
+
+    @property
+    def previous(self) -> str | None:
+        return self.cursor.previous
+
+    @property
+    def nested(self) -> bool:
+        return "." in self.index
+
+    @property
+    def image(self) -> Volume:
+        return self.planner.image
 
     def plan_children(
         self,
@@ -193,21 +192,18 @@ class Planner:
     ) -> tuple[LayerPlan, ...]:
         """Plan a nested stack (residual body, repeat) from the current position;
         child indices are numbered from `start` under the current layer's index."""
-        cursor, index = self._cursor, self._index
-        try:
-            plans = self.plan_stack(
-                specs,
-                inp,
-                Where(f"{where.label}.{key}", (*where.path, key)),
-                prefix=f"{index}.",
-                rf=cursor.receptive_field,
-                jump=cursor.jump,
-                after=cursor.after,
-                times=times,
-            )
-        finally:
-            self._cursor, self._index = cursor, index
-        return tuple(_reindex(p, start + i, f"{index}.") for i, p in enumerate(plans))
+        plans = self.planner.plan_stack(
+            specs,
+            inp,
+            Where(f"{where.label}.{key}", (*where.path, key)),
+            prefix=f"{self.index}.",
+            rf=self.cursor.receptive_field,
+            jump=self.cursor.jump,
+            after=self.cursor.after,
+            previous=self.cursor.previous,
+            times=times,
+        )
+        return tuple(_reindex(p, start + i, f"{self.index}.") for i, p in enumerate(plans))
 
 
 def plan_layers(
@@ -218,19 +214,17 @@ def plan_layers(
 ) -> Plan:
     """Plan a model's layers. The input volume comes from a leading `input` layer, or
     from `input_volume` (the dataset's shape) when there is none."""
-    from cnnzoo.layers.basic import InputSpec
-
     where = Where("model.layers", ("model", "layers"))
     specs = list(layers)
     for i, spec in enumerate(specs[1:], start=1):
-        if isinstance(spec, InputSpec):
+        if spec.is_input:
             raise ConfigError(
                 "input must be the first layer",
                 where=f"model.layers[{i}] (input)",
                 path=("model", "layers", i),
                 fix="move it to the top or remove it",
             )
-    if specs and isinstance(specs[0], InputSpec):
+    if specs and specs[0].is_input:
         declared = specs[0].volume
         if input_volume is not None and input_volume != declared:
             raise ConfigError(
@@ -250,12 +244,17 @@ def plan_layers(
         )
     planner = Planner(input_volume)
     planned = planner.plan_stack(specs, input_volume, where)
-    if not (specs and isinstance(specs[0], InputSpec)):
+    if not (specs and specs[0].is_input):
         # Layer 0 is always the input, written or implied, so summary rows and
         # module indices agree either way.
-        input_plan = planner.plan_stack([InputSpec.of(input_volume)], input_volume, where)[0]
+        input_plan = planner.plan_stack([_input_spec(input_volume)], input_volume, where)[0]
         planned = (input_plan, *(_reindex(p, i + 1) for i, p in enumerate(planned)))
     return Plan(name=name, input=input_volume, layers=planned)
+
+
+def _input_spec(volume: Volume) -> LayerSpec:
+    """The `input` layer that declares `volume`."""
+    return get_layer_type("input")(width=volume.width, height=volume.height, depth=volume.depth)
 
 
 def last_weighted_layer(plan: Plan) -> LayerPlan:
@@ -304,15 +303,12 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
 
 
 def _plan_experiment(config: ExperimentConfig) -> Plan:
-    from cnnzoo.data.catalog import dataset_info, dataset_volume
-    from cnnzoo.layers.basic import InputSpec
-
     data = config.data
     if data.dataset is None:
         return plan_layers(config.model.layers, name=config.name)
     info = dataset_info(data.dataset)
-    data_volume = dataset_volume(data)
-    declared = isinstance(config.model.layers[0], InputSpec)
+    data_volume = dataset_volume(data.dataset, data.resize, data.pad, data.channels)
+    declared = config.model.layers[0].is_input
     if info.layout in ("fake", "folder") and declared and data.resize is None:
         data_volume = None  # these take their shape from the input layer
     plan = plan_layers(config.model.layers, data_volume, name=config.name)

@@ -12,7 +12,9 @@ from cnnzoo.errors import CnnzooError, DataError
 from cnnzoo.imageio import read_image
 from cnnzoo.losses import create_loss
 from cnnzoo.shapes import Volume
-from cnnzoo.train import load_run_model, predict_logits, resolve_device, run_transform
+from cnnzoo.training.devices import resolve_device
+from cnnzoo.training.evaluation import predict_logits
+from cnnzoo.training.runload import load_run_model, run_transform
 
 
 def predict_files(run_dir: Path, images: list[Path], top: int = 3,

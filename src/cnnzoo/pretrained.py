@@ -30,11 +30,13 @@ import torch
 from torch import nn
 
 from cnnzoo import runs
-from cnnzoo.build import Network, build_model
+from cnnzoo.build import Network
+from cnnzoo.build import build_model as build_network
 from cnnzoo.checkpoint import parse_weights, save_weights, tensors_digest
 from cnnzoo.config import ExperimentConfig, parse_config
 from cnnzoo.errors import CheckpointError, CnnzooError
 from cnnzoo.files import atomic_write_bytes
+from cnnzoo.plan import Plan
 
 PACKED_FORMAT = "cnnzoo-pretrained-1"
 WEIGHTS_DIR = "weights"
@@ -65,7 +67,7 @@ def recomputable(name: str, module_params: dict[str, nn.Parameter], value: torch
 
 def stored_tensors(model: Network) -> dict[str, torch.Tensor]:
     """The tensors of `model` that its config cannot rebuild, on the CPU."""
-    fresh = build_model(model.plan).state_dict()
+    fresh = build_network(model.plan).state_dict()
     params = dict(model.named_parameters())
     return {name: value.detach().cpu().contiguous()
             for name, value in model.state_dict().items()
@@ -103,7 +105,7 @@ def pack_run(run_dir: Path, dest_dir: Path, *, command: str | None = None,
     weights = run.path / runs.WEIGHTS
     if not weights.exists():
         raise CheckpointError(f"{run.path} has no {runs.WEIGHTS} to pack")
-    model = build_model(run.config)
+    model = build_network(run.config)
     load_into(model, weights)
     data = pack_bytes(model, run.config, run.info, results["test_accuracy"])
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +229,7 @@ def pretrained_model(source: str, model: Network | None = None) -> Network:
     """`model` (default: the network the weights were trained as) with the verified
     weights of `source`, in eval mode on the CPU."""
     packed = open_packed(source)
-    model = build_model(packed.config) if model is None else model
+    model = build_network(packed.config) if model is None else model
     load_packed(model, packed.tensors, packed.path)
     return model.eval()
 
@@ -249,7 +251,7 @@ def unpack(source: str) -> Path:
     run_dir = cache_dir() / "pretrained" / f"{packed.config.name}-{packed.sha256[:16]}"
     if (run_dir / runs.WEIGHTS).exists():
         return run_dir
-    model = build_model(packed.config)
+    model = build_network(packed.config)
     load_packed(model, packed.tensors, packed.path)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
@@ -316,3 +318,23 @@ def pack_for_zoo(run_dir: Path, adaptation: list[str], configs_dir: Path,
         return None
     return pack_run(run_dir, configs_dir / WEIGHTS_DIR, command=record["command"],
                     machine=record["machine"], date=record["date"])
+
+
+def build_model(config_or_path: ExperimentConfig | Plan | str | Path,
+                pretrained: bool | str = False) -> Network:
+    """`cnnzoo.build_model`: the `nn.Module` of an experiment (a config, a plan, a file
+    path or a bundled name), untrained, as `cnnzoo.build.build_model` makes it.
+
+    `pretrained=True` (with a bundled config's name) returns it with its shipped trained
+    weights, verified, in eval mode; a string names the weights instead: a packed
+    .safetensors file or an `https://...#sha256=HEX` URL.
+    """
+    if pretrained is False:
+        return build_network(config_or_path)
+    if pretrained is True:
+        if not isinstance(config_or_path, str):
+            raise CnnzooError("pretrained=True needs a bundled config's name, such as "
+                              "build_model('lenet5', pretrained=True); give the weights "
+                              "themselves with pretrained='FILE' or an https URL")
+        return pretrained_model(config_or_path)
+    return pretrained_model(str(pretrained), build_network(config_or_path))

@@ -8,68 +8,12 @@ own layer). `@register_layer("name")` adds it; adding a layer type touches one f
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from cnnzoo.errors import ConfigError, did_you_mean
-from cnnzoo.params import REQUIRED, Kind, Where, param_infos, parse_params, to_dict
-from cnnzoo.shapes import Pair, Volume
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from cnnzoo.plan import LayerPlan, Planner
-
-
-@dataclass(frozen=True)
-class Inferred:
-    """What a layer does to one image, computed without torch."""
-
-    output: Volume
-    label: str  # short description for the summary, e.g. "conv 3x3/1 same, 12"
-    params: int = 0
-    macs: int = 0  # multiply-adds of one forward pass, as FlopCounterMode counts them
-    window: tuple[Pair, Pair] | None = None  # (effective kernel, stride) for receptive fields
-    global_window: bool = False  # sees the whole input (fc, global pooling)
-    dense_params: int | None = None  # a fully connected layer with the same in/out volumes
-    children: tuple[LayerPlan, ...] = ()  # nested layers (residual, repeat)
-    detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # for `build`
-
-
-@dataclass(frozen=True, kw_only=True)
-class LayerSpec:
-    """Base of every layer type's parameters."""
-
-    type_name: ClassVar[str] = ""
-    primary: ClassVar[str | None] = None  # the parameter a scalar shorthand sets
-    summary_doc: ClassVar[str] = ""
-
-    def check(self, where: Where) -> None:
-        """Checks across parameters that need no input shape."""
-
-    def desugar(self) -> list[LayerSpec]:
-        """The layers this one stands for: itself, and its `activation:` shorthand (on
-        conv, local, fc) as a layer of its own right after it, as ConvNetJS does."""
-        activation = getattr(self, "activation", None)
-        if activation is None:
-            return [self]
-        return [dataclasses.replace(self, activation=None), get_layer_type(activation)()]
-
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
-        raise NotImplementedError
-
-    def build(self, plan: LayerPlan, build_child: Callable[[LayerPlan], nn.Module]) -> nn.Module:
-        raise NotImplementedError
-
-    def to_yaml(self, *, full: bool = False) -> Any:
-        """This layer as a YAML list item: a bare name or a one-key mapping."""
-        params = to_dict(self, skip_defaults=not full)
-        if not params:
-            return self.type_name
-        return {self.type_name: params}
-
+from cnnzoo.layerspec import LayerSpec
+from cnnzoo.params import REQUIRED, Kind, Where, param_infos, params_schema, parse_params
 
 S = TypeVar("S", bound=type[LayerSpec])
 
@@ -198,8 +142,6 @@ def layer_table() -> list[dict[str, Any]]:
 
 def layer_schema() -> dict[str, Any]:
     """JSON Schema of one item of a layers list."""
-    from cnnzoo.params import params_schema
-
     bare = [name for name, cls in _REGISTRY.items() if all(
         i.default is not REQUIRED for i in param_infos(cls))]
     options: list[dict[str, Any]] = [{"enum": bare, "description": "a layer without parameters"}]

@@ -45,7 +45,7 @@ STEP_FIELDS = ["step", "epoch", "batch", "loss", "lr"]
 def versions() -> dict[str, str]:
     import torch
 
-    from cnnzoo import __version__
+    from cnnzoo.version import __version__
 
     return {
         "cnnzoo": __version__,

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.config import BUNDLED_DIRS, ExperimentConfig, load_config, parse_override_key
+from cnnzoo.config import BUNDLED_DIRS, ExperimentConfig, load_config
 from cnnzoo.errors import ConfigError, did_you_mean
+from cnnzoo.overrides import parse_override_key
 from cnnzoo.yamlio import YamlDocument, load_yaml, read_config_text
 
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnzoo.plan import LayerPlan, Plan
+from cnnzoo.layerspec import LayerPlan
+from cnnzoo.plan import Plan
 from cnnzoo.shapes import format_pair
 
 BYTES_PER_VALUE = 4  # fp32 activations

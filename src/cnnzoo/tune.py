@@ -33,6 +33,7 @@ from cnnzoo.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.config import load_config, rename
 from cnnzoo.errors import CnnzooError, ConfigError
 from cnnzoo.space import SearchSpace, load_space, override, validate_space
+from cnnzoo.training.metrics import EpochMetrics
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 RETRIES = 3  # a trial whose worker died is run again at most this often
@@ -153,11 +154,11 @@ class PruneOnEpoch(Callback):
         self.epochs = 0
         self.last: float | None = None
 
-    def on_epoch_end(self, ctx: RunContext, epoch: int, rows: list[dict[str, Any]],
+    def on_epoch_end(self, ctx: RunContext, epoch: int, metrics: list[EpochMetrics],
                      model: Any) -> None:
-        val = next(r for r in rows if r["split"] == "val")
+        val = next(m for m in metrics if m.split == "val")
         self.epochs = epoch + 1
-        self.last = float(val[self.metric])
+        self.last = float(getattr(val, self.metric))
         self.trial.report(self.last, epoch + 1)
         # After the last epoch there is nothing left to save: the trial completes.
         if epoch + 1 < ctx.config.train.epochs and self.trial.should_prune():
@@ -176,7 +177,8 @@ class Objective:
         self.space = space
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from cnnzoo.train import Diverged, fit
+        from cnnzoo.training.stopping import Diverged
+        from cnnzoo.training.trainer import fit
 
         self._check_needed(trial)
         overrides = [override(p.key, p.suggest(trial)) for p in self.space.params]
@@ -244,7 +246,7 @@ def run_worker(settings: TuneSettings, poll_seconds: float = 1.0) -> int:
     """Run trials until the study has `settings.trials` finished ones; the exit code."""
     import torch
 
-    from cnnzoo.train import Interrupted
+    from cnnzoo.training.stopping import Interrupted
 
     torch.set_num_threads(settings.threads)
     # Optuna would log every failed trial with its traceback; the table at the end says it.

@@ -15,7 +15,7 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -24,8 +24,13 @@ from cnnzoo.config import load_config, rename
 from cnnzoo.files import atomic_write_text
 from cnnzoo.space import SearchSpace, override
 
-if TYPE_CHECKING:
-    from cnnzoo.tune import TuneSettings
+
+class TuneSettings(Protocol):
+    """What the report reads of a study's settings (cnnzoo.tune.TuneSettings)."""
+
+    config: str  # experiment file or bundled name
+    base: tuple[str, ...]  # --set overrides applied to every trial
+    out: Path
 
 TRIALS_CSV = "trials.csv"
 BEST = "best.yaml"

@@ -13,7 +13,7 @@ from torch import nn
 from cnnzoo import pictures
 from cnnzoo.build import Network
 from cnnzoo.errors import CnnzooError
-from cnnzoo.plan import LayerPlan
+from cnnzoo.layerspec import LayerPlan
 
 # Layers whose output is a volume worth seeing slice by slice: the layers that slide
 # a window over W x H. Activations, batchnorm and dropout keep their input's volume.
@@ -128,7 +128,8 @@ def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
     from cnnzoo import runs
     from cnnzoo.imageio import read_image
     from cnnzoo.shapes import Volume
-    from cnnzoo.train import load_run_model, resolve_device, run_transform
+    from cnnzoo.training.devices import resolve_device
+    from cnnzoo.training.runload import load_run_model, run_transform
 
     run = runs.open_run(run_dir)
     if not Path(image).is_file():

@@ -8,15 +8,15 @@ Only `folder` datasets decode images per sample, in DataLoader workers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from cnnzoo.config import AugmentConfig, DataConfig
+from cnnzoo.config import DataConfig
 from cnnzoo.data import fake
 from cnnzoo.data.catalog import DatasetInfo, dataset_info
 from cnnzoo.data.folders import scan_class_folders
@@ -41,6 +41,36 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Training steps per epoch: the last incomplete batch is dropped (unless it is
+    the only one), so every step sees a full batch for batchnorm and the lr schedule."""
+    return max(1, samples // batch_size)
+
+
+class Batches(Protocol):
+    """What training and evaluation ask of a split, whether its images are tensors in
+    memory (`Split`) or files decoded as they are read (`FolderSplit`)."""
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device) -> Batches:
+        """The split with its images on `device`, where they can be kept there."""
+        ...
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def train_batches(self, batch_size: int, *, seed: int, epoch: int, start_step: int = 0,
+                      rank: int = 0, world: int = 1
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epoch `epoch`'s shuffled batches from `start_step`; this process's share."""
+        ...
+
+    def eval_batches(self, batch_size: int, rank: int = 0, world: int = 1
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in order; this process's share."""
+        ...
+
+
 @dataclass
 class Split:
     """Images (uint8, N x C x H x W) and labels held in memory, on one device."""
@@ -55,9 +85,7 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device))
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Training steps per epoch: the last incomplete batch is dropped (unless it is
-        the only one), so every step sees a full batch for batchnorm and the lr schedule."""
-        return max(1, len(self) // batch_size)
+        return steps_per_epoch(len(self), batch_size)
 
     def train_batches(
         self,
@@ -93,9 +121,9 @@ class Dataset:
     """A dataset ready for training: splits, class names and normalisation."""
 
     name: str
-    train: Split | FolderSplit
-    val: Split | FolderSplit | None
-    test: Split | FolderSplit
+    train: Batches
+    val: Batches | None
+    test: Batches
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -175,17 +203,25 @@ def convert_images(images: torch.Tensor, data: DataConfig, volume: Volume) -> to
     return images
 
 
+def _val_indices(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) indices, each sorted: `fraction` of the training images drawn by
+    `seed` for validation, in the classes' proportions."""
+    samples = len(labels)
+    n_val = round(samples * fraction)
+    if n_val < 1 or n_val >= samples:
+        raise DataError(
+            f"val_split {fraction} of {samples} training images leaves "
+            f"{samples - n_val} to train on and {n_val} to validate"
+        )
+    val_index, train_index = stratified_split(labels, n_val, seed)
+    return train_index, val_index
+
+
 def _split_val(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
     if fraction <= 0:
         return train, None
-    n_val = round(len(train) * fraction)
-    if n_val < 1 or n_val >= len(train):
-        raise DataError(
-            f"val_split {fraction} of {len(train)} training images leaves "
-            f"{len(train) - n_val} to train on and {n_val} to validate"
-        )
-    val_list, train_list = stratified_split(train.labels.numpy(), n_val, seed)
-    val_index, train_index = torch.tensor(val_list), torch.tensor(train_list)
+    train_list, val_list = _val_indices(train.labels.tolist(), fraction, seed)
+    train_index, val_index = torch.tensor(train_list), torch.tensor(val_list)
     return (
         Split(train.images[train_index], train.labels[train_index]),
         Split(train.images[val_index], train.labels[val_index]),
@@ -210,97 +246,6 @@ def _normalisation(
     return tuple(mean), tuple(std)
 
 
-class BatchTransform:
-    """Normalisation and augmentation of uint8 batches, on the batch's device."""
-
-    def __init__(
-        self,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        augment: AugmentConfig,
-        normalize: bool,
-        device: torch.device,
-        channels_last: bool = False,
-    ) -> None:
-        self.augment_config = augment
-        self.scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(1, -1, 1, 1)
-        self.shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)],
-                                  device=device).view(1, -1, 1, 1)
-        if not normalize:
-            self.scale = torch.full_like(self.scale, 1 / 255)
-            self.shift = torch.zeros_like(self.shift)
-        self.neg_shift = -self.shift  # made once: every op per step costs a launch on a GPU
-        self.generator = torch.Generator(device=device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float: (x/255 - mean) / std in one multiply-add."""
-        x = torch.addcmul(self.neg_shift, images.float(), self.scale)
-        return x.contiguous(memory_format=self.memory_format)
-
-    def train(self, images: torch.Tensor, seed: int) -> torch.Tensor:
-        """Augment (crop, flip), normalise, add noise, then erase; randomness from `seed`
-        only."""
-        aug = self.augment_config
-        g = self.generator.manual_seed(seed)
-        if aug.crop:
-            images = random_crop(images, aug.crop, g)
-        if aug.flip:
-            flip = torch.rand(len(images), device=images.device, generator=g) < 0.5
-            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
-        x = self.normalize(images)
-        if aug.noise:
-            sigma = 255 * aug.noise * self.scale  # (1, C, 1, 1): sigma / std once normalised
-            x = x + sigma * torch.randn(x.shape, device=x.device, generator=g)
-        if aug.erase:
-            x = random_erase(x, aug.erase, g)
-        return x
-
-
-def random_crop(images: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` and cut a random crop of the original size from each image."""
-    n, _, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=images.device, generator=g)
-    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=images.device, generator=g)
-    rows = (dy + torch.arange(h, device=images.device)).view(n, 1, h, 1)
-    cols = (dx + torch.arange(w, device=images.device)).view(n, 1, 1, w)
-    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
-    channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
-    return padded[batch, channel, rows, cols]
-
-
-def random_erase(
-    x: torch.Tensor,
-    p: float,
-    g: torch.Generator,
-    scale: tuple[float, float] = (0.02, 0.33),
-    ratio: tuple[float, float] = (0.3, 3.3),
-) -> torch.Tensor:
-    """Set a random rectangle of each image to 0 with probability p (Zhong et al. 2020),
-    with torchvision's default area and aspect ranges."""
-    n, _, h, w = x.shape
-    dev = x.device
-    area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, device=dev, generator=g))
-    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(
-        n, device=dev, generator=g
-    )
-    aspect = torch.exp(log_ratio)
-    eh = torch.sqrt(area * aspect).round().clamp(1, h).long()
-    ew = torch.sqrt(area / aspect).round().clamp(1, w).long()
-    top = (torch.rand(n, device=dev, generator=g) * (h - eh + 1)).long()
-    left = (torch.rand(n, device=dev, generator=g) * (w - ew + 1)).long()
-    apply = torch.rand(n, device=dev, generator=g) < p
-    rows = torch.arange(h, device=dev).view(1, h, 1)
-    cols = torch.arange(w, device=dev).view(1, 1, w)
-    inside = (
-        (rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
-        & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1))
-        & apply.view(n, 1, 1)
-    )
-    return x.masked_fill(inside.unsqueeze(1), 0.0)
-
-
 class FolderSplit:
     """Images in class folders, decoded per sample in DataLoader workers."""
 
@@ -315,8 +260,12 @@ class FolderSplit:
     def subset(self, index: list[int]) -> FolderSplit:
         return FolderSplit([self.samples[i] for i in index], self.volume, self.workers)
 
+    def to(self, device: torch.device) -> FolderSplit:
+        """The files stay where they are; each batch is decoded, then moved."""
+        return self
+
     def steps_per_epoch(self, batch_size: int) -> int:
-        return max(1, len(self) // batch_size)
+        return steps_per_epoch(len(self), batch_size)
 
     def _loader(self, order: list[int], batch_size: int) -> torch.utils.data.DataLoader:
         dataset = _ImageFiles([self.samples[i] for i in order], self.volume)
@@ -430,8 +379,8 @@ def _load_folder(data: DataConfig, volume: Volume, seed: int, splits: tuple[str,
     train = FolderSplit(train_samples, volume, data.workers)
     val = None
     if data.val_split > 0:
-        n_val = round(len(train) * data.val_split)
-        val_index, train_index = stratified_split([s[1] for s in train.samples], n_val, seed)
+        train_index, val_index = _val_indices([s[1] for s in train.samples], data.val_split,
+                                              seed)
         val = train.subset(val_index)
         train = train.subset(train_index)
     mean, std = _normalisation(data, dataset_info("folder"), volume)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnzoo.auto import resolve
 from cnnzoo.data.catalog import DatasetInfo
 from cnnzoo.data.idx import read_idx
 from cnnzoo.errors import DataError
@@ -80,7 +81,8 @@ def load_split(
         found = reader(info, split, folder)
         if found is not None:
             return found
-    if download is False:
+    # auto: download when the files are not found here (a plain true does the same)
+    if not resolve(download, lambda: True):
         raise DataError(_not_found(info, dirs, "download is off (data.download: false)"))
     target = dirs[0][0] if dirs[0][1] != "the user cache" else user_cache_dir()
     _download(info, target, dirs)
@@ -122,10 +124,8 @@ def _download(info: DatasetInfo, target: Path, dirs: list[tuple[Path, str]]) -> 
             for split in ("train", "test"):
                 if info.layout == "svhn":
                     cls(tmp, split=split, download=True)
-                elif info.name == "emnist":
-                    cls(tmp, split="balanced", train=split == "train", download=True)
                 else:
-                    cls(tmp, train=split == "train", download=True)
+                    cls(tmp, train=split == "train", download=True, **info.torchvision_args)
         for item in tmp.iterdir():
             destination = target / item.name
             if destination.exists():
@@ -153,8 +153,8 @@ def _read_idx_split(info: DatasetInfo, split: str, folder: Path) -> RawSplit | N
             f"{paths[0]} and {paths[1]} do not fit together: images {images.shape}, "
             f"labels {labels.shape}"
         )
-    if info.name == "emnist":
-        images = images.transpose(0, 2, 1)  # EMNIST is stored transposed
+    if info.transposed:
+        images = images.transpose(0, 2, 1)
     tensor = torch.from_numpy(images.copy()).unsqueeze(1)
     return RawSplit(tensor, _labels(labels, info, paths[1]), info.classes, str(folder))
 

@@ -1,10 +1,24 @@
-"""Every layer type of the model language; importing this package registers them."""
+"""Every layer type of the model language; importing this package registers them.
+
+The layer files hold specs and shape arithmetic only (no torch), so that planning
+and the summary never import torch; the torch modules they build are in `modules`.
+"""
+
+from typing import Any
 
 from cnnzoo.layers import basic, blocks, capsules, conv, decoder, dense, freq, local, pool
-from cnnzoo.layers.blocks import Residual
-from cnnzoo.layers.conv import Conv2d
-from cnnzoo.layers.dense import Linear
-from cnnzoo.layers.local import LocallyConnected2d
+
+_MODULES = ("Conv2d", "Linear", "LocallyConnected2d", "Residual")
+
+
+def __getattr__(name: str) -> Any:
+    # The torch modules, importable from here as before, loaded on first use.
+    if name in _MODULES:
+        from cnnzoo.layers import modules
+
+        return getattr(modules, name)
+    raise AttributeError(f"module 'cnnzoo.layers' has no attribute {name!r}")
+
 
 __all__ = [
     "Conv2d",

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from torch import nn
-
+from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
 from cnnzoo.params import Where, choice_kind, float_kind, int_kind, optional, param
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.registry import get_layer_type, register_layer
 from cnnzoo.shapes import Volume
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @register_layer("input", doc="the image volume fed to the network")
 @dataclass(frozen=True, kw_only=True)
 class InputSpec(LayerSpec):
+    is_input = True
+
     width: int = param(kind=int_kind(1), doc="image width W")
     height: int = param(kind=int_kind(1), doc="image height H")
     depth: int = param(kind=int_kind(1), doc="channels D (1 grey, 3 RGB)")
@@ -28,10 +32,12 @@ class InputSpec(LayerSpec):
     def volume(self) -> Volume:
         return Volume(self.width, self.height, self.depth)
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         return Inferred(output=self.volume, label="input")
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         return nn.Identity()
 
 
@@ -39,31 +45,35 @@ class InputSpec(LayerSpec):
 class _Activation(LayerSpec):
     """Elementwise nonlinearity; the volume is unchanged."""
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         return Inferred(output=inp, label=self.label())
 
     def label(self) -> str:
         return self.type_name
 
 
-def _simple_activation(name: str, module: type[nn.Module], doc: str) -> None:
+def _simple_activation(name: str, module: str, doc: str) -> None:
+    """Register `name` as the torch module `torch.nn.<module>` without arguments."""
+
     @register_layer(name, doc=doc)
     @dataclass(frozen=True, kw_only=True)
     class Spec(_Activation):
         def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
-            return module()
+            from torch import nn
 
-    Spec.__name__ = Spec.__qualname__ = f"{module.__name__}Spec"
+            return getattr(nn, module)()
+
+    Spec.__name__ = Spec.__qualname__ = f"{module}Spec"
 
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
 
 for _name, _module, _doc in (
-    ("relu", nn.ReLU, "max(0, x)"),
-    ("gelu", nn.GELU, "Gaussian error linear unit"),
-    ("silu", nn.SiLU, "x * sigmoid(x) (swish)"),
-    ("tanh", nn.Tanh, "hyperbolic tangent"),
-    ("sigmoid", nn.Sigmoid, "logistic sigmoid"),
+    ("relu", "ReLU", "max(0, x)"),
+    ("gelu", "GELU", "Gaussian error linear unit"),
+    ("silu", "SiLU", "x * sigmoid(x) (swish)"),
+    ("tanh", "Tanh", "hyperbolic tangent"),
+    ("sigmoid", "Sigmoid", "logistic sigmoid"),
 ):
     _simple_activation(_name, _module, _doc)
 
@@ -77,6 +87,8 @@ class LeakyReluSpec(_Activation):
         return f"leaky_relu {self.slope:g}"
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         return nn.LeakyReLU(self.slope)
 
 
@@ -86,6 +98,8 @@ class EluSpec(_Activation):
     alpha: float = param(1.0, kind=float_kind(0.0), doc="saturation value for negative inputs")
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         return nn.ELU(self.alpha)
 
 
@@ -96,10 +110,12 @@ class EluSpec(_Activation):
 class DropoutSpec(LayerSpec):
     p: float = param(0.5, kind=float_kind(0.0, below=1.0), doc="drop probability")
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         return Inferred(output=inp, label=f"dropout {self.p:g}")
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         return nn.Dropout(self.p)
 
 
@@ -109,10 +125,12 @@ class BatchNormSpec(LayerSpec):
     momentum: float = param(0.1, kind=float_kind(0.0, 1.0), doc="running statistics momentum")
     eps: float = param(1e-5, kind=float_kind(0.0), doc="added to the variance")
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         return Inferred(output=inp, label="batchnorm", params=2 * inp.depth)
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         norm = nn.BatchNorm1d if plan.input.flat else nn.BatchNorm2d
         return norm(plan.input.depth, eps=self.eps, momentum=self.momentum)
 
@@ -120,11 +138,25 @@ class BatchNormSpec(LayerSpec):
 @register_layer("flatten", doc="the volume as one vector of W*H*D values")
 @dataclass(frozen=True, kw_only=True)
 class FlattenSpec(LayerSpec):
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         return Inferred(output=Volume.vector(inp.numel), label="flatten")
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         return nn.Flatten()
 
 
 ACTIVATION = optional(choice_kind(ACTIVATIONS))  # the `activation:` key of conv, local, fc
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationShorthand(LayerSpec):
+    """A layer with an `activation:` key (conv, local, fc): it desugars to itself and
+    the activation as a layer of its own right after it, as ConvNetJS does."""
+
+    def desugar(self) -> list[LayerSpec]:
+        activation = getattr(self, "activation", None)  # each subclass declares the key
+        if activation is None:
+            return [self]
+        return [replace(self, activation=None), get_layer_type(activation)()]

@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from cnnzoo.layers.basic import BatchNormSpec
 from cnnzoo.layers.conv import ConvSpec
+from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
 from cnnzoo.params import Where, bool_kind, choice_kind, int_kind, param
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import LAYERS, Inferred, LayerSpec, register_layer
+from cnnzoo.registry import LAYERS, register_layer
 from cnnzoo.shapes import Volume, window_output
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @register_layer("residual", primary="layers", doc="output = layers(x) + shortcut(x) (ResNet)")
@@ -30,13 +31,13 @@ class ResidualSpec(LayerSpec):
         False, kind=bool_kind(), doc="follow a conv shortcut with batchnorm (ResNet option B)"
     )
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
-        body = planner.plan_children(self.layers, inp, where)
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
+        body = context.plan_children(self.layers, inp, where)
         out = body[-1].output
         shortcut_specs = self._shortcut_specs(inp, out, where)
         shortcut = tuple(
             replace(p, label=f"shortcut {p.label}")
-            for p in planner.plan_children(
+            for p in context.plan_children(
                 shortcut_specs, inp, where, key="shortcut", start=len(body)
             )
         )
@@ -78,6 +79,10 @@ class ResidualSpec(LayerSpec):
         return [conv, BatchNormSpec()] if self.shortcut_batchnorm else [conv]
 
     def build(self, plan: LayerPlan, build_child: Callable[[LayerPlan], nn.Module]) -> nn.Module:
+        from torch import nn
+
+        from cnnzoo.layers.modules import Residual
+
         split = plan.detail["body"]
         body = nn.Sequential(*(build_child(p) for p in plan.children[:split]))
         shortcut_plans = plan.children[split:]
@@ -95,26 +100,14 @@ def _stride_between(size: int, out: int) -> int | None:
     return stride if window_output(size, 1, stride, 0) == out else None
 
 
-class Residual(nn.Module):
-    """y = body(x) + shortcut(x)."""
-
-    def __init__(self, body: nn.Sequential, shortcut: nn.Module) -> None:
-        super().__init__()
-        self.body = body
-        self.shortcut = shortcut
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.shortcut(x)
-
-
 @register_layer("repeat", doc="the nested stack applied `times` times")
 @dataclass(frozen=True, kw_only=True)
 class RepeatSpec(LayerSpec):
     times: int = param(kind=int_kind(1, 1000), doc="how many copies, applied one after another")
     layers: tuple[LayerSpec, ...] = param(kind=LAYERS, doc="the stack to repeat")
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
-        children = planner.plan_children(self.layers, inp, where, times=self.times)
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
+        children = context.plan_children(self.layers, inp, where, times=self.times)
         return Inferred(
             output=children[-1].output,
             label=f"repeat x{self.times}",
@@ -124,4 +117,6 @@ class RepeatSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable[[LayerPlan], nn.Module]) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(*(build_child(p) for p in plan.children))

@@ -14,57 +14,24 @@ is (B, capsules*dim): every other layer, hook and picture sees what it expects.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from cnnzoo.layers.conv import PADDING, ConvSpec
+from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
 from cnnzoo.params import Where, bool_kind, int_kind, optional, pair_kind, param
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.registry import register_layer
 from cnnzoo.shapes import Pair, Volume
 
-SQUASH_EPS = 1e-12  # keeps the gradient of |s| finite at s = 0
-
-
-def squash(s: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """v = |s|^2 / (1 + |s|^2) * s / |s| along `dim` (the paper's eq. 1): short vectors
-    shrink to almost nothing, long ones to just under length 1."""
-    squared = (s * s).sum(dim, keepdim=True)
-    return s * (squared / (1.0 + squared) / torch.sqrt(squared + SQUASH_EPS))
-
-
-def route(u_hat: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Routing by agreement (Procedure 1) from predictions u_hat (B, N, J, D) of N input
-    capsules for J output capsules of D numbers; returns v (B, J, D).
-
-    The coupling coefficients c_ij = softmax_j(b_ij) start uniform; each iteration
-    raises b_ij by the agreement u_hat_j|i . v_j. Contractions are einsums (matrix
-    products), which is also what the summary counts as mult-adds.
-    """
-    batch, inputs, outputs, _ = u_hat.shape
-    logits = u_hat.new_zeros(batch, inputs, outputs)  # b_ij
-    for iteration in range(iterations):
-        coupling = torch.softmax(logits, dim=2)  # c_ij: each input spreads itself over j
-        v = squash(torch.einsum("bnj,bnjd->bjd", coupling, u_hat))
-        if iteration < iterations - 1:
-            logits = logits + torch.einsum("bnjd,bjd->bnj", u_hat, v)
-    return v
-
+if TYPE_CHECKING:
+    from torch import nn
 
 def routing_macs(inputs: int, outputs: int, dim: int, in_dim: int, iterations: int) -> int:
     """Mult-adds of one image through `Capsules`: the predictions W_ij u_i, the weighted
     sums s_j of every iteration and the agreements of all but the last."""
     pairs = inputs * outputs
     return pairs * dim * in_dim + iterations * pairs * dim + (iterations - 1) * pairs * dim
-
-
-def _previous_type(planner: Planner) -> str:
-    # The planner names a layer's input as "layers[3] conv" (or "the input").
-    return planner.after.rsplit(" ", 1)[-1]
 
 
 @register_layer(
@@ -87,8 +54,8 @@ class PrimaryCapsulesSpec(LayerSpec):
         return ConvSpec(filters=self.capsules * self.dim, kernel=self.kernel,
                         stride=self.stride, padding=self.padding, bias=self.bias)
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
-        conv = self.conv().infer(inp, where, planner)
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
+        conv = self.conv().infer(inp, where, context)
         out = conv.output
         return Inferred(
             output=Volume(out.width, out.height, out.depth, capsule_dim=self.dim),
@@ -102,21 +69,9 @@ class PrimaryCapsulesSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from cnnzoo.layers.capsule_modules import PrimaryCapsules
+
         return PrimaryCapsules(self.conv().build(plan, build_child), self.dim)
-
-
-class PrimaryCapsules(nn.Module):
-    """A convolution whose channels, in groups of `dim`, are squashed as capsules."""
-
-    def __init__(self, conv: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.conv = conv
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)  # (B, capsules*dim, H, W)
-        b, c, h, w = y.shape
-        return squash(y.view(b, c // self.dim, self.dim, h, w), dim=2).view(b, c, h, w)
 
 
 @register_layer(
@@ -134,39 +89,38 @@ class CapsulesSpec(LayerSpec):
         "of in_dim, squashed)",
     )
 
-    def _input_capsules(self, inp: Volume, where: Where, planner: Planner) -> tuple[int, int]:
+    def _input_capsules(self, inp: Volume, where: Where, context: PlanContext) -> tuple[int, int]:
         """(number of input capsules, numbers per input capsule), or a config error."""
         if inp.capsule_dim:
             if self.in_dim is not None and self.in_dim != inp.capsule_dim:
                 raise where.error(
                     f"in_dim {self.in_dim} differs from the {inp.capsule_dim} numbers per "
-                    f"capsule of its input {inp} (after {planner.after})", "in_dim",
+                    f"capsule of its input {inp} (after {context.after})", "in_dim",
                     fix="remove in_dim: capsule inputs bring their own",
                 )
             return inp.width * inp.height * inp.capsules, inp.capsule_dim
-        previous = _previous_type(planner)
-        if previous != "conv":
+        if context.previous != "conv":
             raise where.error(
-                f"capsules needs capsules (or a conv) as its input, but {planner.after} is "
+                f"capsules needs capsules (or a conv) as its input, but {context.after} is "
                 f"neither a capsule layer nor a conv",
                 fix="put a primary_capsules layer before it (or a conv, with in_dim)",
             )
         if self.in_dim is None:
             raise where.error(
-                f"the input {inp} (after {planner.after}) is a plain conv volume: how many "
+                f"the input {inp} (after {context.after}) is a plain conv volume: how many "
                 "numbers make one input capsule is not known",
                 fix="set in_dim, or use primary_capsules instead of the conv",
             )
         if inp.depth % self.in_dim:
             raise where.error(
                 f"in_dim {self.in_dim} does not divide the {inp.depth} filters of "
-                f"{planner.after}. Received: in_dim={self.in_dim}", "in_dim",
+                f"{context.after}. Received: in_dim={self.in_dim}", "in_dim",
                 fix="use an in_dim that divides the filters, or change the conv's filters",
             )
         return inp.numel // self.in_dim, self.in_dim
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
-        inputs, in_dim = self._input_capsules(inp, where, planner)
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
+        inputs, in_dim = self._input_capsules(inp, where, context)
         out = Volume(1, 1, self.units * self.dim, flat=True, capsule_dim=self.dim)
         params = inputs * self.units * self.dim * in_dim
         return Inferred(
@@ -181,50 +135,20 @@ class CapsulesSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from cnnzoo.layers.capsule_modules import Capsules
+
         d = plan.detail
         return Capsules(d["inputs"], d["in_dim"], self.units, self.dim, self.routing,
                         squash_input=d["squash_input"])
 
 
-class Capsules(nn.Module):
-    """Every input capsule u_i predicts every output capsule, u_hat_j|i = W_ij u_i;
-    routing by agreement combines the predictions into v_j. No bias, as in the paper."""
-
-    def __init__(self, inputs: int, in_dim: int, units: int, dim: int, routing: int,
-                 squash_input: bool = False) -> None:
-        super().__init__()
-        # W_ij as (inputs, units, dim, in_dim); small normal weights, as in the
-        # paper's published code, so the first squashes are in their linear range.
-        self.weight = nn.Parameter(torch.randn(inputs, units, dim, in_dim) * 0.01)
-        self.in_dim = in_dim
-        self.routing = routing
-        self.squash_input = squash_input
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        if x.dim() == 4:  # (B, capsules*in_dim, H, W) -> (B, capsules*H*W, in_dim)
-            _, channels, h, w = x.shape
-            u = x.reshape(batch, channels // self.in_dim, self.in_dim, h, w)
-            u = u.permute(0, 1, 3, 4, 2).reshape(batch, -1, self.in_dim)
-        else:  # (B, capsules*in_dim)
-            u = x.reshape(batch, -1, self.in_dim)
-        if self.squash_input:
-            u = squash(u)
-        u_hat = torch.einsum("njdi,bni->bnjd", self.weight, u)  # (B, N, J, D)
-        return route(u_hat, self.routing).flatten(1)  # (B, J*D)
-
-    def extra_repr(self) -> str:
-        inputs, units, dim, in_dim = self.weight.shape
-        return f"{inputs}x{in_dim}D -> {units}x{dim}D, routing={self.routing}"
-
-
 @register_layer("length", doc="each capsule's length: the class scores of a capsule layer")
 @dataclass(frozen=True, kw_only=True)
 class LengthSpec(LayerSpec):
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         if not inp.capsule_dim:
             raise where.error(
-                f"length needs capsules, but its input {inp} (after {planner.after}) is a plain "
+                f"length needs capsules, but its input {inp} (after {context.after}) is a plain "
                 "volume", fix="put it after a capsules layer",
             )
         if inp.flat:
@@ -234,17 +158,6 @@ class LengthSpec(LayerSpec):
         return Inferred(output=out, label="length")
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from cnnzoo.layers.capsule_modules import CapsuleLength
+
         return CapsuleLength(plan.input.capsule_dim or 1)
-
-
-class CapsuleLength(nn.Module):
-    """|v| of each capsule: (B, J*D) -> (B, J), or (B, C*D, H, W) -> (B, C, H, W)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
-        grouped = x.reshape(b, c // self.dim, self.dim, *x.shape[2:])
-        return torch.sqrt((grouped * grouped).sum(2) + SQUASH_EPS) - math.sqrt(SQUASH_EPS)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cnnzoo.errors import did_you_mean
-from cnnzoo.layers.basic import ACTIVATION
-from cnnzoo.layers.fft import MAX_SPECTRUM_VALUES, ConvShape, choose_impl, fft_conv2d
+from cnnzoo.layers.basic import ACTIVATION, ActivationShorthand
+from cnnzoo.layers.fft import MAX_SPECTRUM_VALUES, ConvShape, choose_impl
 from cnnzoo.layers.init import INIT_DOC, INITS, initialise
 from cnnzoo.layers.kernels import FIXED_KERNELS, depthwise_weight
-from cnnzoo.layers.padding import PADDING_MODES, max_padding, pad
+from cnnzoo.layers.padding import PADDING_MODES, max_padding
+from cnnzoo.layerspec import Inferred, LayerPlan, PlanContext
 from cnnzoo.params import (
     Kind,
     Where,
@@ -26,8 +24,7 @@ from cnnzoo.params import (
     pair_kind,
     param,
 )
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.registry import register_layer
 from cnnzoo.shapes import (
     Padding4,
     Pair,
@@ -37,6 +34,9 @@ from cnnzoo.shapes import (
     format_pair,
     resolve_padding,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _padding_kind() -> Kind:
@@ -90,7 +90,7 @@ def _weights_kind() -> Kind:
 
 
 @dataclass(frozen=True, kw_only=True)
-class WindowSpec(LayerSpec):
+class WindowSpec(ActivationShorthand):
     """Parameters shared by every sliding-window layer with weights (conv, local)."""
 
     filters: int = param(kind=int_kind(1), doc="number of filters: the output depth D'")
@@ -112,12 +112,13 @@ class WindowSpec(LayerSpec):
         taps = self.kernel[0] * self.kernel[1]
         return taps * in_depth // groups, taps * self.filters // groups
 
-    def window_geometry(self, inp: Volume, where: Where, planner: Planner) -> tuple[Padding4, Pair]:
+    def window_geometry(self, inp: Volume, where: Where,
+                        context: PlanContext) -> tuple[Padding4, Pair]:
         """Resolved padding and output (height, width), with errors that say what to change."""
         if inp.flat:
             raise where.error(
                 f"{self.type_name} needs a volume but its input is a flat vector of "
-                f"{inp.depth} values (after {planner.after})",
+                f"{inp.depth} values (after {context.after})",
                 fix=f"move the {self.type_name} before the fc/flatten layers",
             )
         padding = resolve_padding(self.padding, inp.size, self.kernel, self.stride, self.dilation)
@@ -131,7 +132,7 @@ class WindowSpec(LayerSpec):
                 raise where.error(
                     f"{self.padding_mode} padding of {max(before, after)} needs an input at "
                     f"least {max(before, after) + (self.padding_mode == 'reflect')} pixels in "
-                    f"{axis}, got {inp} (after {planner.after})",
+                    f"{axis}, got {inp} (after {context.after})",
                     "padding",
                     fix="use less padding or padding_mode: symmetric, replicate or zeros",
                 )
@@ -144,7 +145,7 @@ class WindowSpec(LayerSpec):
             dilated = "" if self.dilation == (1, 1) else f" (dilated to {format_pair(k_eff)})"
             raise where.error(
                 f"kernel {format_pair(self.kernel)}{dilated} is larger than its input {inp} "
-                f"(after {planner.after})",
+                f"(after {context.after})",
                 "kernel",
                 fix="use padding or a smaller kernel",
             )
@@ -222,11 +223,11 @@ class ConvSpec(WindowSpec):
     def weights_text(self) -> str:
         return "+".join(self.weights or ())
 
-    def _groups(self, inp: Volume, where: Where, planner: Planner) -> int:
+    def _groups(self, inp: Volume, where: Where, context: PlanContext) -> int:
         if self.weights is None:
             if inp.depth % self.groups:
                 raise where.error(
-                    f"the input depth {inp.depth} (after {planner.after}) is not a multiple of "
+                    f"the input depth {inp.depth} (after {context.after}) is not a multiple of "
                     f"groups={self.groups}",
                     "groups",
                 )
@@ -244,7 +245,7 @@ class ConvSpec(WindowSpec):
             kernels = "" if len(self.weights) == 1 else f" {len(self.weights)} kernels"
             raise where.error(
                 f"weights: {self.weights_text} applies{kernels} to each of the {inp.depth} input "
-                f"channels (after {planner.after}), so filters must be a multiple of {bank}. "
+                f"channels (after {context.after}), so filters must be a multiple of {bank}. "
                 f"Received: filters={self.filters}",
                 "filters",
                 fix=f"set filters: {bank * per}",
@@ -266,9 +267,9 @@ class ConvSpec(WindowSpec):
             )
         return self.impl
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
-        padding, (out_h, out_w) = self.window_geometry(inp, where, planner)
-        groups = self._groups(inp, where, planner)
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
+        padding, (out_h, out_w) = self.window_geometry(inp, where, context)
+        groups = self._groups(inp, where, context)
         top, bottom, left, right = padding
         shape = ConvShape(
             channels=inp.depth,
@@ -309,6 +310,10 @@ class ConvSpec(WindowSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        import torch
+
+        from cnnzoo.layers.modules import Conv2d
+
         conv = Conv2d(
             plan.input.depth,
             self.filters,
@@ -337,60 +342,3 @@ class ConvSpec(WindowSpec):
 
 def _effective(kernel: Pair, dilation: Pair) -> Pair:
     return (effective_kernel(kernel[0], dilation[0]), effective_kernel(kernel[1], dilation[1]))
-
-
-class Conv2d(nn.Conv2d):
-    """`nn.Conv2d` that takes padding as (top, bottom, left, right) in any mode, and
-    computes the convolution directly or, with `impl="fft"`, through FFTs.
-
-    Symmetric zero padding is left to the direct convolution itself (fastest);
-    anything else (TensorFlow-style 'same' with an even kernel, mirror modes, FFT)
-    is padded first. The parameters and state_dict keys are those of `nn.Conv2d`
-    whatever the impl, so weights move freely between the two.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Pair,
-        stride: Pair = (1, 1),
-        padding: Padding4 = (0, 0, 0, 0),
-        padding_mode: str = "zeros",
-        dilation: Pair = (1, 1),
-        groups: int = 1,
-        bias: bool = True,
-        impl: str = "direct",
-    ) -> None:
-        if impl not in ("direct", "fft"):
-            raise ValueError(f"impl must be direct or fft, got {impl!r}")
-        top, bottom, left, right = padding
-        native = impl == "direct" and padding_mode == "zeros" and top == bottom and left == right
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=(top, left) if native else 0,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-        )
-        self.explicit_padding: Padding4 | None = None if native else padding
-        self.explicit_mode = padding_mode
-        self.impl = impl
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.explicit_padding is not None:
-            x = pad(x, self.explicit_padding, self.explicit_mode)
-        if self.impl == "fft":
-            return fft_conv2d(x, self.weight, self.bias, self.stride, self.dilation, self.groups)
-        return self._conv_forward(x, self.weight, self.bias)
-
-    def extra_repr(self) -> str:
-        text = super().extra_repr()
-        if self.explicit_padding is not None:
-            text += f", pad={self.explicit_padding} {self.explicit_mode}"
-        if self.impl != "direct":
-            text += f", impl={self.impl}"
-        return text

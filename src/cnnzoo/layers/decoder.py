@@ -11,19 +11,18 @@ other layer, with its place in the stack showing which capsules it reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
 from cnnzoo.params import Kind, Where, float_kind, param
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.registry import register_layer
 from cnnzoo.shapes import Volume
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _units_kind() -> Kind:
@@ -65,61 +64,27 @@ class DecoderSpec(LayerSpec):
     def widths(self, inp: Volume, image: Volume) -> list[int]:
         return [inp.numel, *self.units, image.numel]
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         if not (inp.capsule_dim and inp.flat):
             raise where.error(
                 f"decoder reads a vector of capsules, but its input is {inp} (after "
-                f"{planner.after})", fix="put it right after a capsules layer",
+                f"{context.after})", fix="put it right after a capsules layer",
             )
-        if "." in planner._index:
+        if context.nested:
             raise where.error("decoder must be a top-level layer: the network gives it the "
                               "images and labels", fix="move it out of the nested stack")
-        widths = self.widths(inp, planner.input_volume)
+        widths = self.widths(inp, context.image)
         params = sum(a * b + b for a, b in pairwise(widths))
         return Inferred(
             output=inp,
             label=f"decoder {'-'.join(map(str, widths[1:]))}, x{self.weight:g}",
             params=params,
             macs=sum(a * b for a, b in pairwise(widths)),
-            detail={"image": planner.input_volume.torch_shape()},
+            detail={"image": context.image.torch_shape()},
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from cnnzoo.layers.capsule_modules import Decoder
+
         widths = self.widths(plan.input, Volume(*plan.detail["image"][::-1]))
         return Decoder(widths, plan.input.capsule_dim or 1, plan.detail["image"], self.weight)
-
-
-class Decoder(nn.Module):
-    """fc-relu ... fc-sigmoid from the masked capsules to the image; identity on its input.
-
-    `reconstruction` holds the last forward pass's images (B, C, H, W), for the loss
-    and for pictures.
-    """
-
-    def __init__(self, widths: Sequence[int], dim: int, image: tuple[int, ...],
-                 weight: float) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(pairwise(widths)):
-            layers += [nn.Linear(a, b), nn.ReLU() if i < len(widths) - 2 else nn.Sigmoid()]
-        self.mlp = nn.Sequential(*layers)
-        self.dim = dim
-        self.image = tuple(image)
-        self.weight = weight
-        self.reconstruction: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        batch = x.shape[0]
-        poses = x.reshape(batch, -1, self.dim)  # (B, J, D)
-        if labels is None:
-            labels = (poses * poses).sum(2).argmax(1)  # the longest capsule
-        mask = F.one_hot(labels, poses.shape[1]).to(poses.dtype)
-        masked = (poses * mask.unsqueeze(2)).flatten(1)
-        self.reconstruction = self.mlp(masked).view(batch, *self.image)
-        return x
-
-    def loss(self, images: torch.Tensor) -> torch.Tensor:
-        """weight x sum of squared pixel errors, averaged over the batch."""
-        assert self.reconstruction is not None, "loss() before a forward pass"
-        error = (self.reconstruction.float() - images.float()) ** 2
-        return self.weight * error.flatten(1).sum(1).mean()

@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from cnnzoo.layers.basic import ACTIVATION
+from cnnzoo.layers.basic import ACTIVATION, ActivationShorthand
 from cnnzoo.layers.init import INIT_DOC, INITS, initialise
+from cnnzoo.layerspec import Inferred, LayerPlan, PlanContext
 from cnnzoo.params import Where, bool_kind, choice_kind, int_kind, param
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.registry import register_layer
 from cnnzoo.shapes import Volume
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @register_layer("fc", primary="units", doc="fully connected: a volume input is flattened first")
 @dataclass(frozen=True, kw_only=True)
-class FcSpec(LayerSpec):
+class FcSpec(ActivationShorthand):
     units: int = param(kind=int_kind(1), doc="number of output units")
     bias: bool = param(True, kind=bool_kind(), doc="add a learned bias per unit")
     init: str = param("default", kind=choice_kind(INITS), doc=INIT_DOC)
     activation: str | None = param(None, kind=ACTIVATION, doc="shorthand for a layer after this")
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         params = inp.numel * self.units + (self.units if self.bias else 0)
         return Inferred(
             output=Volume.vector(self.units),
@@ -37,15 +37,8 @@ class FcSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from cnnzoo.layers.modules import Linear
+
         linear = Linear(plan.input.numel, self.units, bias=self.bias)
         initialise(linear.weight, linear.bias, self.init, plan.input.numel, self.units)
         return linear
-
-
-class Linear(nn.Linear):
-    """`nn.Linear` that flattens a (B, C, H, W) volume to (B, C*H*W) first."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() > 2:
-            x = x.flatten(1)
-        return F.linear(x, self.weight, self.bias)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from cnnzoo.shapes import Pair
+
+if TYPE_CHECKING:
+    import torch
 
 # Filter spectra above this many complex values (8 bytes each in fp32) are refused:
 # the weight is transformed to the whole padded image per filter and channel, which
@@ -53,6 +55,8 @@ def fft_conv2d(
     `x` (B, C, H, W) is already padded. Fp16/bf16 inputs (autocast) are computed in
     fp32, since FFTs in half precision lose too much, and returned in their dtype.
     """
+    import torch
+
     dtype = x.dtype
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     x, weight = x.to(compute), weight.to(compute)
@@ -86,6 +90,8 @@ def _correlate_spectra(xf: torch.Tensor, wf: torch.Tensor) -> torch.Tensor:
     whole-spectrum multiply-adds, accumulated in place (autograd keeps the factors,
     not the sum, so this is safe).
     """
+    import torch
+
     wf = wf.conj().resolve_conj()  # once, rather than in every product below
     batch, _, group_channels = xf.shape[:3]
     group_filters = wf.shape[1]

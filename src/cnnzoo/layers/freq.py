@@ -19,16 +19,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
 from cnnzoo.params import Kind, Where, choice_kind, int_kind, optional, param
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.registry import register_layer
 from cnnzoo.shapes import Pair, Volume
+
+if TYPE_CHECKING:
+    from torch import nn
 
 KINDS = ("lowpass", "highpass", "bandpass")
 SHAPES = ("ideal", "gaussian", "butterworth")
@@ -165,11 +166,11 @@ class FreqFilterSpec(LayerSpec):
         order = f" n{self.order}" if self.order is not None else ""
         return f"freq_filter {self.kind} {self.shape}{order} {bands}"
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         if inp.flat:
             raise where.error(
                 f"freq_filter needs a volume but its input is a flat vector of {inp.depth} "
-                f"values (after {planner.after})",
+                f"values (after {context.after})",
                 fix="move the freq_filter before the fc/flatten layers",
             )
         impl = choose_freq_impl(inp.size) if self.impl == "auto" else self.impl
@@ -183,6 +184,8 @@ class FreqFilterSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from cnnzoo.layers.modules import FreqFilter
+
         return FreqFilter(self.mask_float32(plan.input.size), plan.detail["impl"])
 
 
@@ -207,74 +210,3 @@ def freq_filter_macs(size: Pair, impl: str) -> int:
         return 4 * height * width * width + 8 * height * height * width
     points = height * width
     return round(2 * points * math.log2(max(points, 2))) + points
-
-
-def dft_matrices(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of 2 pi k m / n, (n, n) float64; k m is reduced mod n first so that
-    large n keeps full precision."""
-    k = np.arange(n)
-    angle = 2 * np.pi * (np.outer(k, k) % n) / n
-    return np.cos(angle), np.sin(angle)
-
-
-class FreqFilter(nn.Module):
-    """Multiply each channel's DFT by a fixed real, even mask; return the inverse DFT.
-
-    The mask and the DFT matrices are non-persistent buffers: they follow the module
-    to its device but stay out of the state dict, which holds no weights at all.
-    """
-
-    def __init__(self, mask: np.ndarray, impl: str = "matmul") -> None:
-        super().__init__()
-        if impl not in ("matmul", "fft"):
-            raise ValueError(f"impl must be matmul or fft, got {impl!r}")
-        height, width = mask.shape
-        self.impl = impl
-        self.register_buffer("mask", torch.from_numpy(mask.astype(np.float32, copy=False)),
-                             persistent=False)
-        if impl == "fft":
-            return
-        ch, sh = dft_matrices(height)
-        cw, sw = dft_matrices(width)
-        scale = 1.0 / (height * width)
-        # Forward: X [Cw Sw] -> [X Cw, X Sw]; then [Ch; Sh] (.) -> the four products
-        # Ch X Cw, Ch X Sw, Sh X Cw, Sh X Sw. Re F = Ch X Cw - Sh X Sw and
-        # -Im F = Sh X Cw + Ch X Sw (F = C - iS along each axis).
-        self._matrix("along_w", np.concatenate([cw, sw], axis=1))  # (W, 2W)
-        self._matrix("along_h", np.concatenate([ch, sh], axis=0))  # (2H, H)
-        # Inverse (conj F = C + iS), real part: with Z = M Re F and Y = M (-Im F),
-        # U = Ch Z + Sh Y and V = Sh Z - Ch Y; out = (U Cw - V Sw) / (H W).
-        self._matrix("back_h", np.block([[ch, sh], [sh, -ch]]))  # (2H, 2H)
-        self._matrix("back_w", np.concatenate([cw, -sw], axis=0) * scale)  # (2W, W)
-
-    def _matrix(self, name: str, value: np.ndarray) -> None:
-        self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        # FFTs and long DFT sums in half precision lose too much: compute in fp32.
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
-        x = x.to(compute)
-        if self.impl == "fft":
-            return self._fft(x).to(dtype)
-        height, width = x.shape[-2:]
-        a = torch.matmul(x, self.along_w.to(compute))  # (B, C, H, 2W): [X Cw, X Sw]
-        b = torch.matmul(self.along_h.to(compute), a)  # (B, C, 2H, 2W)
-        ch_x, sh_x = b[..., :height, :], b[..., height:, :]
-        real = ch_x[..., :width] - sh_x[..., width:]  # Ch X Cw - Sh X Sw
-        minus_imag = sh_x[..., :width] + ch_x[..., width:]  # Sh X Cw + Ch X Sw
-        mask = self.mask.to(compute)
-        z = torch.cat([real * mask, minus_imag * mask], dim=-2)  # (B, C, 2H, W)
-        uv = torch.matmul(self.back_h.to(compute), z)  # (B, C, 2H, W): [U; V]
-        u_v = torch.cat([uv[..., :height, :], uv[..., height:, :]], dim=-1)  # (B, C, H, 2W)
-        return torch.matmul(u_v, self.back_w.to(compute)).to(dtype)
-
-    def _fft(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        spectrum = torch.fft.rfft2(x)
-        # rfft2 keeps the columns 0..W/2; the mask's other half is their mirror image.
-        spectrum *= self.mask[:, : width // 2 + 1].to(x.dtype)
-        return torch.fft.irfft2(spectrum, s=(height, width))
-
-    def extra_repr(self) -> str:
-        return f"size={tuple(self.mask.shape)}, impl={self.impl}"

@@ -10,8 +10,11 @@ also hold for a locally-connected layer's weight layout; biases start at zero.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 INITS = ("default", "he_normal", "he_uniform", "xavier_normal", "xavier_uniform")
 
@@ -22,6 +25,8 @@ INIT_DOC = ("weight initialisation: default (PyTorch's), he_normal, he_uniform (
 def initialise(weight: torch.Tensor, bias: torch.Tensor | None, init: str, fan_in: int,
                fan_out: int) -> None:
     """Draw `weight` by scheme `init` for the given fans and zero `bias`."""
+    import torch
+
     if init == "default":
         return
     if init not in INITS:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from cnnzoo.shapes import Pair
+
+if TYPE_CHECKING:
+    import torch
 
 Rows = list[list[float]]
 
@@ -101,6 +103,8 @@ def depthwise_weight(names: tuple[str, ...], size: Pair, channels: int, filters:
     """The weight (filters, 1, kh, kw) of a depthwise conv (groups = channels) that applies
     the kernels `names` in turn to every input channel: channel c's filters are
     names[0], names[1], ..., names[0], ... (filters // channels of them)."""
+    import torch
+
     bank = torch.tensor([fixed_kernel(n).weights(size) for n in names], dtype=torch.float32)
     per_channel = filters // channels
     order = [i % len(names) for i in range(per_channel)] * channels

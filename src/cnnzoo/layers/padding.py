@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from cnnzoo.shapes import Padding4
+
+if TYPE_CHECKING:
+    import torch
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 
@@ -36,6 +38,8 @@ def max_padding(mode: str, size: int) -> int | None:
 
 def pad(x: torch.Tensor, padding: Padding4, mode: str) -> torch.Tensor:
     """Pad the last two dimensions of `x` (B, C, H, W) by (top, bottom, left, right)."""
+    import torch.nn.functional as F
+
     top, bottom, left, right = padding
     if not any(padding):
         return x
@@ -55,6 +59,8 @@ def symmetric_index(size: int, before: int, after: int, device: torch.device) ->
     0..size-1 read forwards, size..2*size-1 read backwards. Indexing (rather than
     concatenating flipped slices) works for pads of any length.
     """
+    import torch
+
     period = 2 * size
     index = torch.arange(-before, size + after, device=device).remainder(period)
     return torch.where(index < size, index, period - 1 - index)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
+from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
 from cnnzoo.params import Where, choice_kind, optional, pair_kind, param
-from cnnzoo.plan import LayerPlan, Planner
-from cnnzoo.registry import Inferred, LayerSpec, register_layer
+from cnnzoo.registry import register_layer
 from cnnzoo.shapes import Pair, Volume, conv_output, format_pair
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @register_layer("pool", primary="size", doc="max or average over each window, per channel")
@@ -37,11 +39,11 @@ class PoolSpec(LayerSpec):
     def step(self) -> Pair:
         return self.size if self.stride is None else self.stride
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         if inp.flat:
             raise where.error(
                 f"pool needs a volume but its input is a flat vector of {inp.depth} values "
-                f"(after {planner.after})",
+                f"(after {context.after})",
                 fix="move the pool before the fc/flatten layers",
             )
         ph, pw = self.padding
@@ -49,7 +51,7 @@ class PoolSpec(LayerSpec):
         if min(out_h, out_w) < 1:
             raise where.error(
                 f"window {format_pair(self.size)} is larger than its input {inp} "
-                f"(after {planner.after})",
+                f"(after {context.after})",
                 "size",
                 fix="use a smaller pool or remove it",
             )
@@ -63,6 +65,8 @@ class PoolSpec(LayerSpec):
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         if self.kind == "max":
             return nn.MaxPool2d(self.size, self.step, self.padding)
         return nn.AvgPool2d(self.size, self.step, self.padding)
@@ -77,14 +81,16 @@ def _one(pair: Pair) -> str:
 class GlobalPoolSpec(LayerSpec):
     kind: str = param("avg", kind=choice_kind(["avg", "max"]), doc="avg or max")
 
-    def infer(self, inp: Volume, where: Where, planner: Planner) -> Inferred:
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         if inp.flat:
             raise where.error(
-                f"global_pool needs a volume but its input is a flat vector (after {planner.after})"
+                f"global_pool needs a volume but its input is a flat vector (after {context.after})"
             )
         return Inferred(
             output=Volume(1, 1, inp.depth), label=f"global_pool {self.kind}", global_window=True
         )
 
     def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
         return nn.AdaptiveAvgPool2d(1) if self.kind == "avg" else nn.AdaptiveMaxPool2d(1)

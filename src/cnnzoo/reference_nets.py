@@ -1,5 +1,6 @@
 """Networks written by hand in plain PyTorch, the independent twins of bundled
-configs: the tests compare outputs with them, scripts/bench.py compares speed."""
+configs: the tests compare outputs with them, scripts/bench.py compares speed.
+They live in the package so that both import them the ordinary way."""
 
 from __future__ import annotations
 

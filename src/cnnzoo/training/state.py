@@ -1,0 +1,172 @@
+"""Where training is, and the checkpoint that holds it.
+
+`Position` is the next step to run and what the current epoch has added up so far.
+`Checkpoints` writes the weights (model.safetensors) and everything a resume needs
+(state.pt: position, optimizer, schedule, RNG, log lengths) at every epoch end and
+when training stops on a signal; `restore` reads them back so that a resumed run
+computes bitwise what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo import runs
+from cnnzoo.checkpoint import check_compatible, load_state, load_weights, save_state, save_weights
+from cnnzoo.config import ExperimentConfig, to_plain
+from cnnzoo.distributed import Distributed
+from cnnzoo.errors import CheckpointError
+from cnnzoo.training.stopping import Diverged
+
+
+@dataclass
+class Position:
+    """Where training is: the next step to run, and what the current epoch has seen."""
+
+    epoch: int = 0
+    batch: int = 0  # next batch within the epoch
+    step: int = 0  # global step
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0  # training time of the current epoch so far
+    train_seconds: float = 0.0  # all epochs
+    train_images: int = 0  # images trained in all finished epochs, short last batches as short
+    planned_steps: int | None = None  # fixed by train.time_budget once the first steps are timed
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Checkpoints:
+    """The checkpoint of one run directory, for one model, optimizer and schedule."""
+
+    def __init__(self, out: Path, name: str, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, metrics: runs.CsvLog,
+                 steps: runs.CsvLog, dist: Distributed, peak_lr: float) -> None:
+        self.out = out
+        self.name = name
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.steps = steps
+        self.dist = dist
+        self.peak_lr = peak_lr
+
+    def save(self, position: Position) -> None:
+        """Write the checkpoint (rank 0), after checking the weights are finite: a
+        finite loss can still come with an update that overflows the weights, and those
+        must not replace the last good checkpoint."""
+        bad = non_finite(self.model)
+        if bad is not None:
+            raise Diverged(
+                f"the weights became NaN or infinite ({bad}) by global step {position.step}; "
+                f"the learning rate is likely too high (train.optimizer.lr: "
+                f"{self.peak_lr:g}). {self.kept()}"
+            )
+        if self.dist.is_main:
+            digest = save_weights(self.model, self.out / runs.WEIGHTS, {"name": self.name})
+            save_state(self._state(position, digest), self.out / runs.STATE)
+        self.dist.barrier()
+
+    def _state(self, pos: Position, digest: str) -> dict[str, Any]:
+        return {
+            "step": pos.step,
+            "position": pos.state(),
+            # The state's own copy of the weights: a crash between writing
+            # model.safetensors and state.pt leaves the two one checkpoint apart, and this
+            # copy is the one that goes with the optimizer, RNG and position.
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "metrics_rows": self.metrics.rows,
+            "steps_rows": self.steps.rows,
+            "weights_sha256": digest,
+        }
+
+    def restore(self, device: torch.device) -> Position:
+        """Load the checkpoint into the model, optimizer, schedule, RNG and logs."""
+        out, model = self.out, self.model
+        state = load_state(out / runs.STATE)
+        tensors, _ = load_weights(out / runs.WEIGHTS)  # verified, though the state's are used
+        check_compatible(model, tensors, out / runs.WEIGHTS)
+        saved = state.get("model")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"corrupt checkpoint {out / runs.STATE}: it holds no weights")
+        check_compatible(model, saved, out / runs.STATE)
+        model.load_state_dict(saved)
+        model.to(device)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            position = Position(**state["position"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"corrupt checkpoint {out / runs.STATE}: {exc}") from None
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.dist.is_main:
+            self.metrics.truncate(state["metrics_rows"])
+            self.steps.truncate(state["steps_rows"])
+        self.dist.barrier()
+        return position
+
+    def kept(self) -> str:
+        """What a divergence leaves behind, for its message."""
+        if (self.out / runs.STATE).exists():
+            return f"The last good checkpoint in {self.out} was kept"
+        return f"No checkpoint had been written to {self.out} yet"
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def non_finite(model: nn.Module) -> str | None:
+    """The name of the first floating-point tensor of `model` holding NaN or inf."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+RESUME_MAY_CHANGE = {"train.device", "train.compile", "train.eval_batch_size", "data.workers",
+                     "data.root", "data.download", "versions"}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+        return out
+    return {prefix: data}
+
+
+def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """Keys whose values differ, except those a resume may change."""
+    a, b = _flatten(to_plain(old)), _flatten(to_plain(new))
+    a["model.layers"] = to_plain(old)["model"]["layers"]
+    b["model.layers"] = to_plain(new)["model"]["layers"]
+    keys = sorted(k for k in a.keys() | b.keys() if not k.startswith("model.layers"))
+    keys.append("model.layers")
+    changed = []
+    for key in keys:
+        if any(key == p or key.startswith(p + ".") for p in RESUME_MAY_CHANGE):
+            continue
+        if a.get(key) != b.get(key):
+            changed.append(
+                key if key == "model.layers" else f"{key} ({a.get(key)!r} -> {b.get(key)!r})"
+            )
+    return changed

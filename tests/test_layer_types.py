@@ -1,0 +1,80 @@
+"""Every registered layer type, one by one: parsed from YAML, planned, built and run,
+with the plan's output volume and parameter count checked against the real module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cnnzoo
+from cnnzoo.params import Where
+from cnnzoo.registry import list_layer_types, parse_layer
+from cnnzoo.shapes import Volume
+
+INPUT = Volume(8, 8, 3)
+
+# One YAML item per layer type with its required parameters (or a list: the layers its
+# input needs, then it); a new type must add its row here
+# (test_every_type_has_an_example), so that it is built and run at least once.
+PRIMARY = {"primary_capsules": {"capsules": 2, "dim": 4, "kernel": 3, "stride": 2}}
+EXAMPLES = {
+    "input": {"input": {"width": 8, "height": 8, "depth": 3}},
+    "relu": "relu",
+    "gelu": "gelu",
+    "silu": "silu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "leaky_relu": {"leaky_relu": 0.2},
+    "elu": {"elu": 0.5},
+    "dropout": {"dropout": 0.25},
+    "batchnorm": "batchnorm",
+    "flatten": "flatten",
+    "conv": {"conv": {"filters": 4, "kernel": 3, "stride": 2, "padding": "same"}},
+    "residual": {"residual": {"layers": [{"conv": {"filters": 5, "kernel": 3,
+                                                   "padding": "same"}}, "relu"]}},
+    "repeat": {"repeat": {"times": 2, "layers": [{"conv": {"filters": 3, "kernel": 3,
+                                                          "padding": "same"}}]}},
+    "fc": {"fc": 7},
+    "local": {"local": {"filters": 2, "kernel": 3}},
+    "pool": {"pool": 2},
+    "global_pool": "global_pool",
+    "freq_filter": {"freq_filter": {"kind": "bandpass", "low": 0.1, "high": 0.3}},
+    "primary_capsules": {"primary_capsules": {"capsules": 2, "dim": 4, "kernel": 3}},
+    # Layers that need capsules as input: the layers before them, then the layer itself.
+    "capsules": [PRIMARY, {"capsules": {"units": 3, "dim": 4, "routing": 2}}],
+    "length": [PRIMARY, {"capsules": {"units": 3, "dim": 4}}, "length"],
+    "decoder": [PRIMARY, {"capsules": {"units": 3, "dim": 4}}, {"decoder": {"units": [16]}}],
+}
+
+
+def test_every_type_has_an_example() -> None:
+    assert sorted(EXAMPLES) == sorted(list_layer_types())
+
+
+@pytest.mark.parametrize("name", list_layer_types())
+def test_layer_type_is_planned_built_and_run(name: str) -> None:
+    example = EXAMPLES[name]
+    where = Where("model.layers", ("model", "layers"))
+    specs = [parse_layer(item, i, where)
+             for i, item in enumerate(example if isinstance(example, list) else [example])]
+    assert specs[-1].type_name == name
+    plan = cnnzoo.plan_layers(specs, INPUT)
+    torch.manual_seed(0)
+    model = cnnzoo.build_model(plan).eval()
+    x = torch.randn(2, *INPUT.torch_shape())
+    with torch.no_grad():
+        y = model(x)
+    # The plan's arithmetic against the module torch built (a network ending in a 1x1
+    # volume gives one vector per image, as a classifier's logits).
+    out = plan.output
+    expected = (2, out.depth) if (out.width, out.height) == (1, 1) else (2, *out.torch_shape())
+    assert tuple(y.shape) == expected
+    assert sum(p.numel() for p in model.parameters()) == plan.total_params
+    assert torch.isfinite(y).all()
+    if name in ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu"):
+        reference = {"relu": torch.relu, "gelu": torch.nn.functional.gelu,
+                     "silu": torch.nn.functional.silu, "tanh": torch.tanh,
+                     "sigmoid": torch.sigmoid,
+                     "elu": lambda t: torch.nn.functional.elu(t, 0.5),
+                     "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.2)}[name]
+        torch.testing.assert_close(y, reference(x))
