@@ -41,7 +41,7 @@ from cnnzoo.plan import Plan
 PACKED_FORMAT = "cnnzoo-pretrained-1"
 WEIGHTS_DIR = "weights"
 # What a packed file's header keeps of the run's run.json.
-RUN_KEYS = ("name", "dataset", "classes", "mean", "std", "input")
+RUN_KEYS = ("name", "dataset", "classes", "mean", "std", "input", "precision")
 # Hosts a plain http:// URL may name: a server on this machine, as in the tests.
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -107,7 +107,10 @@ def pack_run(run_dir: Path, dest_dir: Path, *, command: str | None = None,
         raise CheckpointError(f"{run.path} has no {runs.WEIGHTS} to pack")
     model = build_network(run.config)
     load_into(model, weights)
-    data = pack_bytes(model, run.config, run.info, results["test_accuracy"])
+    # The precision the run was tested in (results.json of runs older than run.json's
+    # own field): eval --pretrained repeats the recorded accuracy in it.
+    info = {**run.info, "precision": run.info.get("precision", results.get("precision"))}
+    data = pack_bytes(model, run.config, info, results["test_accuracy"])
     dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / f"{run.config.name}.safetensors"
     atomic_write_bytes(path, data)

@@ -66,11 +66,22 @@ def evaluate_run(run_dir: Path, split: str = "test", data_root: str | None = Non
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
         raise CnnzooError(f"the run has no {split} split (data.val_split is 0)")
-    precision = resolve_precision(config.train.precision, torch_device)
+    precision = trained_precision(run, torch_device)
     result = evaluate(model, chosen.to(torch_device).eval_batches(config.train.eval_batch_size),
                       run_transform(run, torch_device), len(run.classes), torch_device,
                       precision, config.train.tta)
     return result, run.classes
+
+
+def trained_precision(run: runs.Run, device: torch.device) -> str:
+    """The precision the run was trained and tested in, so that eval repeats its test
+    accuracy on any machine (`auto` can choose differently from one CPU to the next);
+    the config's own choice for runs that did not record it, or where the device
+    cannot compute it (fp16 on a CPU)."""
+    recorded = run.info.get("precision") or (run.results or {}).get("precision")
+    if recorded in ("fp32", "bf16") or (recorded == "fp16" and device.type == "cuda"):
+        return recorded
+    return resolve_precision(run.config.train.precision, device)
 
 
 def load_config_for_resume(run_dir: Path, overrides: list[str]) -> ExperimentConfig:

@@ -197,6 +197,7 @@ class Trainer:
                 "input": self.plan.input.as_list(), "train_samples": len(data.train),
                 "val_samples": len(data.val) if data.val is not None else 0,
                 "test_samples": len(data.test), "source": data.source,
+                "precision": self.precision,  # what auto chose here: eval repeats it
                 "command": runs.command_line(), JOB_KEY: dist.job,
             })
         dist.barrier()
