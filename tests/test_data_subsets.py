@@ -134,8 +134,10 @@ train: {epochs: 2, batch_size: 500}
     with open(tmp_path / "run" / "metrics.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "train"]
     for row in rows:
-        assert float(row["images_per_s"]) * float(row["seconds"]) == pytest.approx(120,
-                                                                                   rel=1e-2)
+        rate, seconds = float(row["images_per_s"]), float(row["seconds"])
+        # metrics.csv rounds seconds to 1 ms and images/s to 0.1: an epoch of 2 ms is
+        # written with up to 25% error in its seconds, so the bound follows the rounding
+        assert abs(rate * seconds - 120) <= rate * 0.0005 + seconds * 0.05 + 1.2
 
 
 STOP_AT_TORCH = """

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -71,6 +72,18 @@ def _read_pid(handle: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _holder_pid(handle: int) -> int | None:
+    """The pid in a lock file whose lock is held. The holder writes it just after it
+    takes the lock, so a contender that lost the race by microseconds waits a moment
+    for it (at most half a second) rather than name no process."""
+    for _ in range(50):
+        pid = _read_pid(handle)
+        if pid is not None:
+            return pid
+        time.sleep(0.01)
+    return None
+
+
 def lock_run(path: Path, action: str = "train into") -> RunLock:
     """Take the run directory's lock, or raise `RunBusy` naming the process that has it."""
     key = path.resolve()
@@ -83,7 +96,7 @@ def lock_run(path: Path, action: str = "train into") -> RunLock:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        pid = _read_pid(handle)
+        pid = _holder_pid(handle)
         os.close(handle)
         raise RunBusy(path, pid, action) from None
     except OSError as exc:
@@ -105,7 +118,7 @@ def holder(path: Path) -> int | None:
     try:
         fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return _read_pid(handle) or -1
+        return _holder_pid(handle) or -1
     finally:
         os.close(handle)
     return None
