@@ -91,6 +91,7 @@ def test_onednn_cap_is_honoured_on_this_machine(monkeypatch) -> None:
     assert detect_bf16_support().unit is None
 
 
+@pytest.mark.slow  # trains in a process of its own at the AVX2 level
 def test_start_line_says_precision_and_why(tmp_path: Path) -> None:
     """In a process whose CPU is capped at AVX2: auto trains in fp32 and says why; an
     explicit bf16 still trains, after one warning line."""

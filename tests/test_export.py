@@ -81,6 +81,9 @@ def test_every_layer_type_has_a_case():
     assert covered >= set(list_layer_types())
 
 
+# Every layer through three exporters and back (the ONNX one alone takes about a second
+# a network): the slow set; the fast one keeps the export tests below.
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_layer_exports_or_is_named(tmp_path, case, fmt):

@@ -195,6 +195,7 @@ def test_a_failed_start_leaves_no_directory_and_no_lock(tmp_path, config_file, d
     assert not out.exists()
 
 
+@pytest.mark.slow  # two real training processes
 def test_two_trainings_started_together_into_one_out_do_not_mix(tmp_path, config_file,
                                                                   data_root):
     out = tmp_path / "run"

@@ -246,6 +246,7 @@ def test_the_last_epoch_is_never_pruned(tmp_path):
     assert "test_accuracy" in trial.user_attrs
 
 
+@pytest.mark.slow  # waits out three heartbeats
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")  # ask/tell here
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_silent_trial_is_failed_and_retried_on_every_storage(tmp_path, kind):
