@@ -50,6 +50,12 @@ def run_process(*args: str | Path, env: dict[str, str] | None = None, timeout: f
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def slow_cases(values, *slow) -> list:
+    """Parameters for pytest.mark.parametrize, those in `slow` marked slow: the
+    quick set (-m "not slow") keeps the cheap cases of a test, the full suite runs all."""
+    return [pytest.param(v, marks=pytest.mark.slow) if v in slow else v for v in values]
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -270,6 +270,7 @@ train: {epochs: 2, batch_size: 32, optimizer: {name: adam, lr: 0.01}, loss: marg
 """
 
 
+@pytest.mark.slow
 def test_capsule_network_trains_evaluates_predicts_and_draws(tmp_path, cli):
     """The whole path on fake Fashion-MNIST files: the step adds the reconstruction
     loss, and eval, predict and viz read the run like any other."""

@@ -161,6 +161,7 @@ def test_step_budget_times_steps_after_the_first() -> None:
     assert restored.total == 321 and not restored.after_step(400, 1.0)
 
 
+@pytest.mark.slow
 def test_time_budget_plan_survives_resume(tmp_path: Path, monkeypatch) -> None:
     """A budgeted run interrupted before and after its plan is fixed resumes to the same
     weights and step log as one never interrupted (the measured speed is replaced by a
@@ -212,6 +213,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_buffers_are_kept_instead_of_faulted_in_again() -> None:
     """Rounds of four 8 MiB buffers (2,048 pages each), like the activations of a

@@ -18,6 +18,7 @@ from cnnzoo.export import FORMATS, LOADERS, Preprocess, direct_equivalent, write
 from cnnzoo.layers.padding import PADDING_MODES
 from cnnzoo.registry import list_layer_types
 from cnnzoo.shapes import Volume
+from tests.conftest import slow_cases
 from tests.test_pretrained import fake_mnist, private_cache, trained_run  # noqa: F401 (fixtures)
 
 # One small network per case, between a 12x12x2 input and a 3-unit classifier.
@@ -107,6 +108,7 @@ def test_every_layer_exports_or_is_named(tmp_path, case, fmt):
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
+@pytest.mark.slow
 def test_a_layer_without_an_onnx_operator_is_named(tmp_path):
     model = network("conv-fft")  # as it is, without its direct equivalent
     with pytest.raises(CnnzooError) as error:
@@ -143,7 +145,7 @@ def test_preprocessing_matches_the_training_pipeline(data, stored):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", slow_cases(FORMATS, "onnx"))
 def test_export_a_run_with_preprocessing(tmp_path, trained_run, cli, fmt):  # noqa: F811
     out = tmp_path / f"model.{fmt}"
     result = cli("export", trained_run, "--format", fmt, "--out", out, "--with-preprocessing")

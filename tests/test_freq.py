@@ -130,6 +130,7 @@ def test_half_precision_input_is_computed_in_fp32():
     torch.testing.assert_close(got.float(), full, atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_exports_to_onnx_without_complex_types(tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

@@ -15,6 +15,7 @@ import string
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -114,6 +115,7 @@ def _load_and_plan(text: str, overrides: list[str] | tuple[str, ...] = ()) -> No
     assert plan.total_params >= 0
 
 
+@pytest.mark.slow
 @FUZZ
 @given(experiments)
 @example({"model": {"layers": [{}]}})  # an empty mapping as a layer
@@ -161,6 +163,7 @@ overrides = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(overrides, min_size=1, max_size=3))
 @example(["model.layers.²=relu"])

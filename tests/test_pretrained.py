@@ -265,6 +265,7 @@ def test_init_from_loads_what_matches_and_names_the_rest(tmp_path, trained_run, 
     assert "loaded" in line and "layers.6.weight" in line
 
 
+@pytest.mark.slow
 def test_train_init_from_a_run(tmp_path, trained_run, fake_mnist, cli):
     config = write(tmp_path / "again.yaml", SMALL.replace("name: small", "name: again"))
     result = cli("train", "--config", config, "--init-from", trained_run, "--data-root",

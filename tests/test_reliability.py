@@ -37,7 +37,7 @@ from cnnzoo.training import trainer
 from cnnzoo.training.progress import StepLosses
 from cnnzoo.training.stopping import Diverged, Interrupted
 from cnnzoo.training.trainer import fit
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, slow_cases, write
 from tests.datafiles import pixel_bomb_png, write_cifar10, write_folder, write_mnist
 
 TINY = """
@@ -398,7 +398,7 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("name", list(HOSTILE))
+@pytest.mark.parametrize("name", slow_cases(list(HOSTILE), "quadratic_blowup", "deep_flow"))
 def test_hostile_configs_are_refused_quickly_in_little_memory(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     text = HOSTILE[name]
@@ -948,6 +948,7 @@ def test_predict_names_a_damaged_image(tmp_path, cli, straight, name):
     assert result.err.count("\n") == 1 and "Traceback" not in result.err
 
 
+@pytest.mark.slow
 def test_damaged_dataset_files_are_named(tmp_path):
     from cnnzoo.data.catalog import dataset_info
     from cnnzoo.data.idx import read_idx

@@ -145,6 +145,7 @@ def test_a_sigkilled_holder_leaves_no_stale_lock(tmp_path, holder_process):
     assert runlock.holder(run_dir) is None
 
 
+@pytest.mark.slow
 def test_resume_and_a_second_out_of_a_live_run_are_refused_naming_the_process(
     tmp_path, cli, config_file, data_root, holder_process
 ):

@@ -46,6 +46,7 @@ def mnist_root(tmp_path):
     return tmp_path / "data"
 
 
+@pytest.mark.slow
 def test_train_eval_predict_on_fake_mnist_files(tmp_path, mnist_root, cli):
     config = small_config(tmp_path)
     out = tmp_path / "run"
@@ -91,6 +92,7 @@ def test_train_eval_predict_on_fake_mnist_files(tmp_path, mnist_root, cli):
     assert top[1]["top"][0]["index"] == 7
 
 
+@pytest.mark.slow
 def test_resume_continues_bitwise_identically(tmp_path, mnist_root):
     config = cnnzoo.load_config(small_config(tmp_path, extra=""), [
         "data.augment.crop=2", "data.augment.flip=true", "data.augment.erase=0.5",
@@ -117,6 +119,7 @@ def test_fake_cifar10_files_load_with_class_names(tmp_path):
     assert len(test.labels) == 100
 
 
+@pytest.mark.slow
 def test_train_on_fake_cifar10(tmp_path, cli):
     write_cifar10(tmp_path / "data")
     config = small_config(tmp_path, dataset="cifar10", extra="  tta: flip\n")
@@ -147,6 +150,7 @@ def test_mnist_family_loaders(tmp_path, dataset, folder, prefix, classes):
         assert torch.equal(raw.images[0, 0], torch.from_numpy(stored[0].T.copy()))
 
 
+@pytest.mark.slow
 def test_folder_dataset_end_to_end(tmp_path, cli):
     root = write_folder(tmp_path / "pets")
     config = write(tmp_path / "pets.yaml", """
@@ -271,6 +275,7 @@ def test_out_pointing_at_a_file_is_refused(tmp_path, cli, mnist_root):
     assert target.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused(tmp_path, cli, mnist_root):
     config = small_config(tmp_path)
     out = tmp_path / "run"

@@ -98,6 +98,7 @@ def test_svm_loss_gradient_matches_multimargin():
     assert torch.allclose(ours, scores.grad, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_svm_run_trains_evaluates_and_predicts_scores(tmp_path, cli):
     write_mnist(tmp_path / "data")
     config = write(tmp_path / "svm.yaml", """
@@ -195,6 +196,7 @@ def _settings(tmp_path: Path, trials: int, workers: int = 1, config: Path | None
                         workers=workers, threads=1, heartbeat=1, data_root=None, device="cpu")
 
 
+@pytest.mark.slow
 def test_the_pruner_stops_a_hopeless_trial(tmp_path):
     """Two trials reached 95% at every epoch; one with a learning rate of 1e-7 on random
     labels stays near chance and must be stopped after its first epoch."""
@@ -224,6 +226,7 @@ def test_the_pruner_stops_a_hopeless_trial(tmp_path):
     assert not (run / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_the_last_epoch_is_never_pruned(tmp_path):
     """Pruning after the last epoch saves nothing; the trial completes with a test result."""
     from cnnzoo.space import load_space

@@ -22,7 +22,7 @@ import cnnzoo
 from cnnzoo import pictures
 from cnnzoo.training.trainer import fit
 from cnnzoo.viz import activation_volumes, first_layer_filters, layer_modules
-from tests.conftest import CONFIGS, ROOT, write
+from tests.conftest import CONFIGS, ROOT, slow_cases, write
 from tests.datafiles import class_images, write_mnist
 from tests.test_handwritten import BasicBlock
 
@@ -108,7 +108,7 @@ TWINS = {
 }
 
 
-@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("name", slow_cases(list(TWINS), "vgg11-bn"))
 def test_classic_config_equals_its_hand_written_twin(name):
     reference_cls, shape = TWINS[name]
     torch.manual_seed(0)
@@ -220,6 +220,7 @@ def assert_png(path: Path, size: tuple[int, int] | None = None) -> tuple[int, in
         return img.size
 
 
+@pytest.mark.slow
 def test_training_writes_curves_confusion_and_filters(trained):
     for name in ("curves.png", "confusion.png", "filters.png"):
         assert_png(trained["small"] / name)
