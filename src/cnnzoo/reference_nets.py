@@ -29,14 +29,19 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 
 
 class SpeedrunNet(nn.Module):
-    """configs/fashion-speedrun.yaml."""
+    """configs/fashion-speedrun.yaml: each block convolves, pools, then normalises."""
 
     def __init__(self) -> None:
         super().__init__()
+
+        def conv_pool_bn(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                    nn.BatchNorm2d(cout), nn.ReLU()]
+
         self.features = nn.Sequential(
-            *_conv_bn(1, 16), nn.MaxPool2d(2),
-            *_conv_bn(16, 48), *_conv_bn(48, 48), nn.MaxPool2d(2),
-            *_conv_bn(48, 128), *_conv_bn(128, 128), nn.MaxPool2d(2),
+            *conv_pool_bn(1, 32),
+            *conv_pool_bn(32, 64), *_conv_bn(64, 64),
+            *conv_pool_bn(64, 128), *_conv_bn(128, 128),
         )
         self.fc = nn.Linear(128, 10)
 
