@@ -215,6 +215,20 @@ class DivergenceConfig:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class EmaConfig:
+    decay: float | None = param(
+        None, kind=optional(float_kind(0.0, below=1.0)),
+        doc="keep an exponential moving average of the weights, updated after every step "
+        "with this decay (e.g. 0.999), and validate, test and save it instead of the "
+        "weights; null: off",
+    )
+    warmup: bool = param(
+        True, kind=bool_kind(), doc="use the decay min(decay, (1 + step) / (10 + step)), so "
+        "that the average does not remember the random initial weights for long"
+    )
+
+
 _DEVICE = Kind(
     "auto | cpu | cuda | cuda:N | mps",
     lambda value, key, where: _parse_device(value, key, where),
@@ -267,6 +281,9 @@ class TrainConfig:
     eval_batch_size: int = param(1024, kind=int_kind(1), doc="images per evaluation step")
     divergence: DivergenceConfig = section(
         DivergenceConfig, "stop a run whose loss blew up but stayed finite"
+    )
+    ema: EmaConfig = section(
+        EmaConfig, "an exponential moving average of the weights (Polyak averaging)"
     )
 
 

@@ -21,6 +21,7 @@ from cnnzoo.checkpoint import check_compatible, load_state, load_weights, save_s
 from cnnzoo.config import ExperimentConfig, to_plain
 from cnnzoo.distributed import Distributed
 from cnnzoo.errors import CheckpointError
+from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.stopping import Diverged
 
 
@@ -48,8 +49,10 @@ class Checkpoints:
 
     def __init__(self, out: Path, name: str, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, metrics: runs.CsvLog,
-                 steps: runs.CsvLog, dist: Distributed, peak_lr: float) -> None:
+                 steps: runs.CsvLog, dist: Distributed, peak_lr: float,
+                 average: WeightAverage | None = None) -> None:
         self.out = out
+        self.average = average  # train.ema: saved as the weights, and kept for a resume
         self.name = name
         self.model = model
         self.optimizer = optimizer
@@ -71,12 +74,15 @@ class Checkpoints:
                 f"{self.peak_lr:g}). {self.kept()}"
             )
         if self.dist.is_main:
-            digest = save_weights(self.model, self.out / runs.WEIGHTS, {"name": self.name})
+            saved = self.average.module if self.average is not None else self.model
+            digest = save_weights(saved, self.out / runs.WEIGHTS, {"name": self.name})
             save_state(self._state(position, digest), self.out / runs.STATE)
         self.dist.barrier()
 
     def _state(self, pos: Position, digest: str) -> dict[str, Any]:
+        average = {} if self.average is None else {"ema": self.average.state_dict()}
         return {
+            **average,
             "step": pos.step,
             "position": pos.state(),
             # The state's own copy of the weights: a crash between writing
@@ -107,6 +113,8 @@ class Checkpoints:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             position = Position(**state["position"])
+            if self.average is not None:
+                self.average.load_state_dict(state["ema"])
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"corrupt checkpoint {out / runs.STATE}: {exc}") from None
         rng = state["rng"]

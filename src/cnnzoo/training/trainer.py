@@ -48,6 +48,7 @@ from cnnzoo.plan import Plan, last_weighted_layer, plan_experiment
 from cnnzoo.runlock import lock_run, releases_run_locks
 from cnnzoo.summary import format_summary
 from cnnzoo.training.devices import device_name, resolve_channels_last, resolve_device
+from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.evaluation import Evaluation, evaluate
 from cnnzoo.training.metrics import EpochMetrics, epoch_line, rate
 from cnnzoo.training.optim import create_optimizer, create_scheduler
@@ -220,9 +221,11 @@ class Trainer:
         if self.restarted_before_checkpoint and dist.is_main:
             self.metrics_log.truncate(0)
             self.steps_log.truncate(0)
+        self.average = (WeightAverage(model, train.ema.decay, train.ema.warmup)
+                        if train.ema.decay is not None else None)
         self.checkpoints = Checkpoints(out, self.config.name, model, optimizer, self.scheduler,
                                        self.metrics_log, self.steps_log, dist,
-                                       train.optimizer.lr)
+                                       train.optimizer.lr, self.average)
         self.optimizer = optimizer
 
     def _set_up_step(self) -> None:
@@ -308,6 +311,8 @@ class Trainer:
         losses.add(dist.mean(loss.detach()),
                    (position.step, position.batch, len(labels) * dist.world, lr))
         self.step.update()
+        if self.average is not None:
+            self.average.update(position.step)
         if self.budget.after_step(position.step, position.train_seconds + position.seconds
                                   + time.perf_counter() - tally.tick):
             self._fix_budget()
@@ -356,7 +361,7 @@ class Trainer:
         if dist.is_main:
             self.metrics_log.append([m.csv_row() for m in metrics])
             for callback in self.callbacks:
-                callback.on_epoch_end(self.context, pos.epoch, metrics, self.model)
+                callback.on_epoch_end(self.context, pos.epoch, metrics, self.evaluated)
         self.progress.end_epoch(epoch_line(self.progress.total_epochs, metrics))
         self.position = Position(epoch=pos.epoch + 1, step=pos.step,
                                  train_seconds=pos.train_seconds + pos.seconds,
@@ -368,9 +373,15 @@ class Trainer:
             raise Interrupted(signum, self.out, self.position.epoch, 0, dist.world,
                               self.data_root)
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network that is validated, tested and saved: the weights' average with
+        train.ema, else the weights themselves."""
+        return self.average.module if self.average is not None else self.model
+
     def _evaluate(self, batches: Any) -> Evaluation:
         train = self.config.train
-        return evaluate(self.model, batches, self.transform, len(self.data.classes),
+        return evaluate(self.evaluated, batches, self.transform, len(self.data.classes),
                         self.device, self.precision, train.tta, self.dist, self.eval_loss)
 
     def test(self) -> tuple[Evaluation, float]:
@@ -390,7 +401,7 @@ class Trainer:
                                seconds, rate(test.samples, seconds))
             self.metrics_log.append([row.csv_row()])
             for callback in self.callbacks:
-                callback.on_train_end(self.context, results, test, self.model)
+                callback.on_train_end(self.context, results, test, self.evaluated)
             runs.write_json(self.out / runs.RESULTS, results)
             self.progress.line(
                 f"test accuracy {test.accuracy:.2%}, loss {test.loss:.4f} on "
