@@ -67,6 +67,15 @@ class AugmentConfig:
         0.0, kind=float_kind(0.0), doc="standard deviation of Gaussian noise added to every "
         "pixel, in units of pixel values in [0, 1] (0: off)"
     )
+    mixup: float = param(
+        0.0, kind=float_kind(0.0), doc="mixup: train on lam * image + (1 - lam) * another "
+        "image of the batch, lam drawn from Beta(mixup, mixup), the loss mixed alike (0: off)"
+    )
+    cutmix: float = param(
+        0.0, kind=float_kind(0.0), doc="CutMix: paste a box of another image of the batch, "
+        "of area 1 - lam with lam from Beta(cutmix, cutmix), the loss mixed by area (0: off; "
+        "with mixup on too, each batch is one or the other)"
+    )
 
 
 _DOWNLOAD = one_of(bool_kind(), choice_kind(["auto"]))

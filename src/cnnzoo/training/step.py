@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from cnnzoo.build import Network
+from cnnzoo.data.mix import Mix
 from cnnzoo.losses import LossFn
 from cnnzoo.training.devices import autocast
 
@@ -25,18 +26,25 @@ class TrainStep:
         self.precision = precision
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
-    def loss(self, x: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch: the one place it is computed. Layers that learn
-        from the labels too (a capsule decoder) add their own term."""
-        return self.loss_fn(logits.float(), labels) + self.network.auxiliary_loss(x)
+    def loss(self, x: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+             mix: Mix | None = None) -> torch.Tensor:
+        """The training loss of a batch: the one place it is computed. A mixed batch
+        (mixup, CutMix) mixes the losses of both images' labels by the same share. Layers
+        that learn from the labels too (a capsule decoder) add their own term."""
+        scores = logits.float()
+        loss = self.loss_fn(scores, labels)
+        if mix is not None:
+            loss = mix.lam * loss + (1.0 - mix.lam) * self.loss_fn(scores, labels[mix.partner])
+        return loss + self.network.auxiliary_loss(x)
 
-    def forward_backward(self, x: torch.Tensor,
-                         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_backward(self, x: torch.Tensor, labels: torch.Tensor,
+                         mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradients of the batch's loss; (loss, logits). With fp16 the scaled
-        update is made here too (GradScaler skips it on overflow)."""
+        update is made here too (GradScaler skips it on overflow). With `mix`, `x` is
+        the mixed batch."""
         with autocast(self.device, self.precision):
             logits = self.model(x, labels)
-            loss = self.loss(x, logits, labels)
+            loss = self.loss(x, logits, labels, mix)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

@@ -37,6 +37,7 @@ from cnnzoo.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.config import ExperimentConfig
 from cnnzoo.cpu import choose_precision, keep_freed_memory
 from cnnzoo.data.augment import BatchTransform
+from cnnzoo.data.mix import mix_batch
 from cnnzoo.data.pipeline import Dataset, load_dataset, step_seed
 from cnnzoo.distributed import JOB_KEY, Distributed
 from cnnzoo.divergence import DivergenceGuard
@@ -302,10 +303,13 @@ class Trainer:
         device, position, dist = self.device, self.position, self.dist
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        x = self.transform.train(images, step_seed(self.config.train.seed, position.epoch,
-                                                   position.batch))
+        seed = self.config.train.seed
+        x = self.transform.train(images, step_seed(seed, position.epoch, position.batch))
+        augment = self.config.data.augment
+        mix = mix_batch(x, augment.mixup, augment.cutmix,
+                        step_seed(seed, position.epoch, position.batch, salt=1))
         lr = self.step.optimizer.param_groups[0]["lr"]
-        loss, logits = self.step.forward_backward(x, labels)
+        loss, logits = self.step.forward_backward(x if mix is None else mix.images, labels, mix)
         position.batch += 1
         position.step += 1
         losses.add(dist.mean(loss.detach()),
