@@ -91,6 +91,19 @@ def zoo_with_weights(tmp_path: Path, run: Path) -> tuple[Path, dict]:
     return directory, record
 
 
+def test_the_zoo_does_not_ship_weights_over_the_size_limit(tmp_path, trained_run,
+                                                          monkeypatch, capsys):
+    import cnnzoo.pretrained as pretrained
+
+    record = {"command": "c", "machine": "m", "date": "d"}
+    kept = pack_for_zoo(trained_run, [], tmp_path, record)
+    assert kept is not None and (tmp_path / kept["file"]).exists()
+    monkeypatch.setattr(pretrained, "MAX_SHIPPED_BYTES", kept["bytes"] - 1)
+    assert pack_for_zoo(trained_run, [], tmp_path, record) is None
+    assert not (tmp_path / kept["file"]).exists()  # neither written nor left behind
+    assert "weights not shipped" in capsys.readouterr().out
+
+
 def test_pack_keeps_only_what_the_config_cannot_rebuild(tmp_path, trained_run):
     record = pack_run(trained_run, tmp_path / "weights", command="c", machine="m", date="d")
     path = tmp_path / record["file"]

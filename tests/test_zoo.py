@@ -614,6 +614,23 @@ RECORD = {
 }
 
 
+def test_a_record_counts_the_epochs_a_time_budget_let_run(script):
+    results = {"test_accuracy": 0.89, "test_loss": 0.08, "dataset": "fashion_mnist",
+               "test_samples": 10_000, "train_seconds": 3328.6, "params": 1, "macs": 1,
+               "device": "cpu (2 threads)", "epochs": 50, "epochs_run": 7.454}
+    info = {"train_samples": 54_000}
+
+    def record(**changes):
+        machine = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.14.1"}
+        return script.measure.make_record({**results, **changes}, info, ["train"], [], 3487.0,
+                                          machine, "2026-12-01")
+
+    assert record()["epochs"] == 7.45
+    assert record(epochs_run=50.0)["epochs"] == 50  # all of them: the configured number
+    assert record(epochs_run=None)["epochs"] == 50  # a record from before epochs_run
+    assert "after 7.45 epochs (" in " ".join(script.measure.measured_lines(record()))
+
+
 def test_measured_line_is_rewritten_in_place(script, tmp_path):
     original = (ROOT / "configs" / "lenet5.yaml").read_text()
     lines = script.measure.measured_lines(RECORD)

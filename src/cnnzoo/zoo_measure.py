@@ -253,11 +253,15 @@ def make_record(results: dict[str, Any], info: dict[str, Any], command: list[str
                 env: list[str] | None = None) -> dict[str, Any]:
     """What results.json keeps of one run: `results` and `info` are the run's
     results.json and run.json."""
+    # A time budget may have stopped the run before its configured epochs: the record
+    # says how many it ran (7.45 of 50, say), not how many it was allowed.
+    ran = results.get("epochs_run")
+    epochs = results["epochs"] if ran is None or ran >= results["epochs"] else round(ran, 2)
     return {
         "test_accuracy": results["test_accuracy"],
         "test_loss": results["test_loss"],
         "dataset": results["dataset"],
-        "epochs": results["epochs"],
+        "epochs": epochs,
         "train_images": info["train_samples"],
         "test_images": results["test_samples"],
         "train_seconds": round(results["train_seconds"], 1),
