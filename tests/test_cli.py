@@ -49,12 +49,14 @@ def test_a_short_flag_means_one_thing_in_every_command():
 
 
 def test_the_choices_are_the_ones_the_code_accepts():
+    from cnnzoo.config import TTA_VIEWS
     from cnnzoo.layers.conv import IMPLS
     from cnnzoo.layers.freq import SHAPES
     from cnnzoo.layers.kernels import FIXED_KERNELS
     from cnnzoo.layers.padding import PADDING_MODES
 
     assert [m.value for m in cnnzoo_cli.PaddingMode] == list(PADDING_MODES)
+    assert [m.value for m in cnnzoo_cli.TtaMode] == list(TTA_VIEWS)
     assert [m.value for m in cnnzoo_cli.ConvImpl] == list(IMPLS)
     assert sorted(m.value for m in cnnzoo_cli.FreqShape) == sorted(SHAPES)
     assert sorted(m.value for m in cnnzoo_cli.FixedKernel) == sorted(FIXED_KERNELS)
@@ -76,6 +78,7 @@ def test_a_wrong_choice_is_refused_by_the_parser(tmp_path, cli, args, option):
 
 @pytest.mark.parametrize(("command", "choices"), [
     ("eval", "test|val|train"),
+    ("eval", "none|flip|shift|flip_shift"),
     ("filter", "zeros|reflect|replicate|circular|symmetric"),
     ("filter", "direct|fft|auto"),
 ])

@@ -64,6 +64,13 @@ class EvalSplit(str, Enum):
     train = "train"
 
 
+class TtaMode(str, Enum):
+    none = "none"
+    flip = "flip"
+    shift = "shift"
+    flip_shift = "flip_shift"
+
+
 class PaddingMode(str, Enum):
     zeros = "zeros"
     reflect = "reflect"

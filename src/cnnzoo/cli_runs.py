@@ -19,6 +19,7 @@ from cnnzoo.cli_app import (
     PaddingMode,
     PretrainedFlag,
     RunSource,
+    TtaMode,
     check_device,
     run_dir_of,
 )
@@ -36,6 +37,10 @@ def eval_(
     ] = None,
     device: DeviceOption = "auto",
     pretrained: PretrainedFlag = False,
+    tta: Annotated[
+        TtaMode | None, typer.Option("--tta", help="test-time augmentation instead of the "
+                                     "run's train.tta (flip_shift: 10 views per image)")
+    ] = None,
 ) -> None:
     """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
     from cnnzoo.training.runload import evaluate_run
@@ -43,7 +48,8 @@ def eval_(
     check_device(device)
     split = split_choice.value
     run_dir = run_dir_of(source, pretrained)
-    result, classes = evaluate_run(run_dir, split, data_root, device)
+    result, classes = evaluate_run(run_dir, split, data_root, device,
+                                   None if tta is None else tta.value)
     per_class = result.per_class()
     if as_json:
         print(json.dumps({
@@ -55,7 +61,8 @@ def eval_(
         return
     from cnnzoo.summary import format_table
 
-    print(f"{source} on {split}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
+    views = "" if tta is None else f" (tta {tta.value})"
+    print(f"{source} on {split}{views}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
           f"{result.samples:,} images\n")
     rows = [(name, f"{acc:.2%}", f"{int(result.confusion[i].sum()):,}")
             for i, (name, acc) in enumerate(zip(classes, per_class, strict=True))]

@@ -238,6 +238,9 @@ class EmaConfig:
     )
 
 
+# Test-time augmentation (`train.tta`): how many views of each image are evaluated.
+TTA_VIEWS = {"none": 1, "flip": 2, "shift": 5, "flip_shift": 10}
+
 _DEVICE = Kind(
     "auto | cpu | cuda | cuda:N | mps",
     lambda value, key, where: _parse_device(value, key, where),
@@ -283,9 +286,11 @@ class TrainConfig:
         "over the global batch (SyncBatchNorm; GPUs only) instead of each process's share"
     )
     tta: str = param(
-        "none", kind=choice_kind(["none", "flip"]),
-        doc="test-time augmentation for evaluation: flip averages the logits of the image and "
-        "its mirror",
+        "none", kind=choice_kind(list(TTA_VIEWS)),
+        doc="test-time augmentation for evaluation (validation, test, eval, predict): flip "
+        "averages the logits of the image and its mirror; shift of the image and its four "
+        "one-pixel shifts (the crops of crop: 1); flip_shift of those five and their mirrors. "
+        "Each view costs a forward pass",
     )
     eval_batch_size: int = param(1024, kind=int_kind(1), doc="images per evaluation step")
     divergence: DivergenceConfig = section(

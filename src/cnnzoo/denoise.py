@@ -155,7 +155,8 @@ def noisy_accuracy(run_dir: Path, images: np.ndarray, labels: np.ndarray,
             for start in range(0, len(noisy), batch):
                 # the transform takes pixel values on 0..255, as the uint8 batches of training
                 x = torch.from_numpy(noisy[start:start + batch, None] * 255).float()
-                logits = predict_logits(model, transform.normalize(x), run.config.train.tta)
+                logits = predict_logits(model, transform.normalize(x), run.config.train.tta,
+                                        transform.neg_shift)
                 correct += int((logits.argmax(1).numpy() == labels[start:start + batch]).sum())
         accuracy[sigma] = correct / len(noisy)
     return accuracy

@@ -45,8 +45,8 @@ def predict_files(run_dir: Path, images: list[Path], top: int = 3,
     if pixels:
         batch = torch.stack(pixels).to(torch_device)
         with torch.no_grad():
-            scores = predict_logits(model, transform.normalize(batch),
-                                    run.config.train.tta).float().cpu()
+            scores = predict_logits(model, transform.normalize(batch), run.config.train.tta,
+                                    transform.neg_shift).float().cpu()
         answers = iter(scores.softmax(1) if label == "probability" else scores)
     results: list[dict[str, Any]] = []
     for i, path in enumerate(images):

@@ -27,11 +27,32 @@ class Evaluation:
         return (self.confusion.diag() / totals).tolist()
 
 
-def predict_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    logits = model(x)
-    if tta == "flip":
-        logits = (logits + model(x.flip(3))) / 2
-    return logits
+def shift_image(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor | float) -> torch.Tensor:
+    """`x` (N, C, H, W) moved down by `dy` and right by `dx` pixels; the pixels that come
+    in are `fill` (per channel: what a black pixel normalises to, as crop's zero padding
+    gives in training)."""
+    h, w = x.shape[-2:]
+    out = torch.empty_like(x)
+    out.copy_(torch.as_tensor(fill, dtype=x.dtype, device=x.device).expand_as(x))
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor, tta: str,
+                   fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """The logits of normalised images `x`, averaged over the views of `tta`: the image
+    (none); and its mirror (flip); or its four one-pixel shifts (shift); or both, ten
+    views (flip_shift). `fill` is what pixels shifted in take."""
+    views = [x]
+    if tta in ("shift", "flip_shift"):
+        views += [shift_image(x, dy, dx, fill) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    if tta in ("flip", "flip_shift"):
+        views += [v.flip(3) for v in views]
+    logits = model(views[0])
+    for view in views[1:]:
+        logits = logits + model(view)
+    return logits / len(views) if len(views) > 1 else logits
 
 
 @torch.no_grad()
@@ -55,7 +76,8 @@ def evaluate(
     for images, labels in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device)
         with autocast(device, precision):
-            logits = predict_logits(model, transform.normalize(images), tta)
+            logits = predict_logits(model, transform.normalize(images), tta,
+                                    transform.neg_shift)
         if loss_fn is None:
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
         else:

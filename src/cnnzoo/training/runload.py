@@ -48,8 +48,9 @@ def run_transform(run: runs.Run, device: torch.device) -> BatchTransform:
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_root: str | None = None,
-                 device: str = "auto") -> tuple[Evaluation, list[str]]:
-    """Evaluate a run's weights on a split of its dataset."""
+                 device: str = "auto", tta: str | None = None) -> tuple[Evaluation, list[str]]:
+    """Evaluate a run's weights on a split of its dataset, with the test-time augmentation
+    `tta` (None: the run's own train.tta)."""
     run = runs.open_run(run_dir)
     config = run.config
     torch_device = resolve_device(device)
@@ -69,7 +70,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_root: str | None = Non
     precision = trained_precision(run, torch_device)
     result = evaluate(model, chosen.to(torch_device).eval_batches(config.train.eval_batch_size),
                       run_transform(run, torch_device), len(run.classes), torch_device,
-                      precision, config.train.tta)
+                      precision, config.train.tta if tta is None else tta)
     return result, run.classes
 
 
