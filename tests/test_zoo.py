@@ -6,6 +6,7 @@ scripts/zoo_results.py."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -144,6 +145,42 @@ PUBLISHED_PARAMS = [
 def test_parameter_count_matches_the_published_one(name, published, digits):
     params = cnnzoo.plan_experiment(cnnzoo.load_config(name)).total_params
     assert round(params, digits) == published
+
+
+def _wide_resnet_28_10() -> nn.Module:
+    """WRN-28-10 (Zagoruyko and Komodakis 2016) for 28x28x1 images and 10 classes:
+    4 pre-activation blocks per group, widths 160, 320, 640, 1x1 projections where the
+    width changes."""
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        parts = [nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                 nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1, bias=False)]
+        return parts + ([nn.Conv2d(cin, cout, 1, bias=False)] if cin != cout else [])
+
+    layers: list[nn.Module] = [nn.Conv2d(1, 16, 3, padding=1, bias=False)]
+    width = 16
+    for group_width in (160, 320, 640):
+        for _ in range(4):
+            layers += block(width, group_width)
+            width = group_width
+    return nn.Sequential(*layers, nn.BatchNorm2d(width), nn.Linear(width, 10))
+
+
+def test_published_rows_parameter_counts_match_their_architectures(script):
+    """The per-parameter comparison's counts, from the named architectures built in torch."""
+    resnet18 = torchvision.models.resnet18(num_classes=10)
+    resnet18.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    tf_tutorial = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.Conv2d(32, 64, 5, padding=2),
+                                nn.Linear(7 * 7 * 64, 1024), nn.Linear(1024, 10))
+    mlp = nn.Sequential(nn.Linear(784, 256), nn.Linear(256, 128), nn.Linear(128, 100),
+                        nn.Linear(100, 10))
+    built = [mlp, tf_tutorial, resnet18, _wide_resnet_28_10()]
+
+    def count(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    rows = script.measure.PUBLISHED
+    assert [row.params for row in rows[:4]] == [count(m) for m in built]
+    assert rows[4].params == 8_000_000  # the CapsNet row's own figure
 
 
 def test_resnet20_differs_from_the_paper_only_by_its_projection_shortcuts():
@@ -702,6 +739,13 @@ def test_results_markdown(script):
     assert "- `vgg11-bn`: one epoch would take about 25m00s here" in text
     assert "![test accuracy against parameters](accuracy-vs-params.png)" in text
     assert "Intel(R) Xeon(R) Processor, 2 cores, torch 2.14.1, Python 3.11.9" in text
+    best = "### `cs231n-simple`, the best here, per parameter"
+    assert best in text
+    # ResNet18 against cs231n-simple: 11,175,370 / 31,066 parameters, 94.90% vs 91.20%.
+    ratio, points = 11_175_370 / 31_066, 94.90 - 91.20
+    assert (f"| ResNet18, with flips, translation and rotation | 11,175,370 | torchvision's "
+            f"ResNet18 with a 1-channel input and 10 outputs | {ratio:,.2f}x | 94.90% "
+            f"(+{points:.2f}) | +{points / math.log10(ratio):.2f} |") in text
     empty = script.report.render_markdown({}, [], {}, machine, "none", "python x", None)
     assert "Nothing has been measured yet." in empty and "None of them" in empty
 

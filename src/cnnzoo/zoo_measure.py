@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.compare import format_seconds
-from cnnzoo.config import ExperimentConfig, load_config
+from cnnzoo.config import TTA_VIEWS, ExperimentConfig, load_config
 from cnnzoo.data.catalog import dataset_info
 from cnnzoo.errors import CnnzooError
 from cnnzoo.plan import Plan, plan_experiment
@@ -40,19 +40,28 @@ class Published:
     accuracy: float
     submitter: str
     closest: tuple[str, ...]  # configs here to set beside it, the first measured one wins
+    params: int  # the network's parameters (see `params_source`)
+    params_source: str  # where `params` comes from
 
 
 # From the benchmark table of the Fashion-MNIST repository (Xiao, Rasul and Vollgraf
-# 2017); the maintainers list submitted results without re-running them.
+# 2017); the maintainers list submitted results without re-running them. The table
+# gives no parameter counts but CapsNet's; the others are counted from the named
+# architectures with 10 outputs.
 PUBLISHED = (
-    Published("MLP 256-128-100", 0.8833, "@heitorrapela", ("mlp",)),
+    Published("MLP 256-128-100", 0.8833, "@heitorrapela", ("mlp",), 247_766,
+              "784-256-128-100-10 with biases"),
     Published("2 conv layers with max pooling (TensorFlow), >300 epochs", 0.916,
-              "TensorFlow's layers tutorial", ("pytorch-mnist", "lenet5", "cnn-small")),
+              "TensorFlow's layers tutorial", ("pytorch-mnist", "lenet5", "cnn-small"),
+              3_274_634, "the tutorial's 5x5 convs of 32 and 64, fc 1024, fc 10"),
     Published("ResNet18, with flips, translation and rotation", 0.949, "Kyriakos Efthymiadis",
-              ("resnet20", "resnet-small")),
-    Published("WRN-28-10 + random erasing", 0.963, "Zhong et al. (Random Erasing)", ()),
+              ("resnet20", "resnet-small"), 11_175_370,
+              "torchvision's ResNet18 with a 1-channel input and 10 outputs"),
+    Published("WRN-28-10 + random erasing", 0.963, "Zhong et al. (Random Erasing)", (),
+              36_478_906, "WRN-28-10 with a 1-channel input and 10 outputs (Zagoruyko and "
+              "Komodakis 2016: 36.5 M)"),
     Published("Capsule Network 8M parameters, shifts of up to 2 pixels and flips", 0.936,
-              "@XifengGuo", ("capsnet", "capsnet-small")),
+              "@XifengGuo", ("capsnet", "capsnet-small"), 8_000_000, "the row's own 8 M"),
 )
 
 
@@ -165,7 +174,7 @@ class Workload:
     val_images: int
     test_images: int
     batch_size: int
-    tta: bool
+    views: int  # forward passes per evaluated image (test-time augmentation)
 
     @staticmethod
     def of(config: ExperimentConfig) -> Workload:
@@ -174,13 +183,14 @@ class Workload:
         val = round(train * data.val_split)
         test = min(FASHION_TEST, data.limit_test or FASHION_TEST)
         return Workload(train - val, val, test, config.train.batch_size,
-                        config.train.tta == "flip")
+                        TTA_VIEWS[config.train.tta])
 
     def seconds(self, epochs: int, step_seconds: float) -> float:
         """Estimated training and evaluation time; an evaluation step is taken to cost a
-        third of a training step (forward only), twice that with flip TTA."""
+        third of a training step (forward only), times the views of test-time
+        augmentation."""
         steps = max(1, self.train_images // self.batch_size)
-        eval_step = step_seconds / 3 * (2 if self.tta else 1)
+        eval_step = step_seconds / 3 * self.views
         per_epoch = steps * step_seconds + self.val_images / self.batch_size * eval_step
         return epochs * per_epoch + self.test_images / self.batch_size * eval_step
 

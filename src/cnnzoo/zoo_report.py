@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,39 @@ def _published_section(records: dict[str, dict[str, Any]]) -> list[str]:
         label = "-" if ours is None else f"`{ours}`" + (" (best here)" if not item.closest else "")
         lines.append(f"| {item.model} | {item.accuracy:.2%} | {item.submitter} | {label} | "
                      f"{_pct(_accuracy(records, ours) if ours else None)} |")
-    return [*lines, "", "CapsNet's own measurements (short CPU runs, step times, what `viz` "
-            "shows) are in [capsules.md](capsules.md).", ""]
+    lines += ["", "CapsNet's own measurements (short CPU runs, step times, what `viz` "
+              "shows) are in [capsules.md](capsules.md); fashion-best's recipe, its hour and "
+              "what each part of it bought in [fashion-best.md](fashion-best.md).", ""]
+    if best is not None:
+        lines += _per_parameter(best, records[best])
+    return lines
+
+
+def _per_parameter(name: str, ours: dict[str, Any]) -> list[str]:
+    """The best config here against every published row, parameter for parameter."""
+    lines = [
+        f"### `{name}`, the best here, per parameter", "",
+        f"`{name}`: {ours['params']:,} parameters, {ours['macs']:,} mult-adds per image, "
+        f"{_pct(ours['test_accuracy'])} test accuracy after {ours['epochs']} epochs, "
+        f"{format_seconds(ours['wall_seconds'])} for the whole command on {ours['machine']}. "
+        "The table gives no parameter counts but CapsNet's; the others are counted from the "
+        "architectures it names.", "",
+        "| published model | params | counted as | params / ours | test accuracy "
+        "| points per 10x the parameters |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for item in PUBLISHED:
+        ratio = item.params / ours["params"]
+        points = 100 * (item.accuracy - ours["test_accuracy"])
+        # How much accuracy each tenfold of parameters bought over ours (log-scale slope).
+        slope = "-" if abs(ratio - 1) < 0.05 else f"{points / math.log10(ratio):+.2f}"
+        lines.append(f"| {item.model} | {item.params:,} | {item.params_source} | {ratio:,.2f}x "
+                     f"| {_pct(item.accuracy)} ({points:+.2f}) | {slope} |")
+    lines += ["", "In brackets: points above (+) or below (-) "
+              f"`{name}`'s {_pct(ours['test_accuracy'])}. The last column is the slope of the "
+              "line from ours to the row on a log scale of parameters: the points of accuracy "
+              "that each tenfold of parameters bought (or cost, when negative).", ""]
+    return lines
 
 
 def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
