@@ -289,8 +289,8 @@ class TrainConfig:
         "none", kind=choice_kind(list(TTA_VIEWS)),
         doc="test-time augmentation for evaluation (validation, test, eval, predict): flip "
         "averages the logits of the image and its mirror; shift of the image and its four "
-        "one-pixel shifts (the crops of crop: 1); flip_shift of those five and their mirrors. "
-        "Each view costs a forward pass",
+        "one-pixel shifts (four of the crops that crop: 1 trains on); flip_shift of those "
+        "five and their mirrors. Each view costs a forward pass",
     )
     eval_batch_size: int = param(1024, kind=int_kind(1), doc="images per evaluation step")
     divergence: DivergenceConfig = section(
