@@ -2,18 +2,22 @@
 
     # train the config once as it is and once per variant (each a set of --set
     # overrides), the same seed and time budget, and table what each changed
-    python scripts/ablate.py train fashion-best --set train.time_budget=900 \\
+    python scripts/ablate.py train fashion-best --set data.val_split=0.1 \\
+        --set train.time_budget=900 \\
         --variant "no random erasing: data.augment.erase=0" \\
         --variant "mixup and CutMix: data.augment.mixup=0.2 data.augment.cutmix=1.0" \\
         --runs runs/ablate
 
     # one trained run, evaluated again: its averaged weights (train.ema) against the
     # raw weights of its last step, under every kind of test-time augmentation
-    python scripts/ablate.py views runs/fashion-best
+    cnnzoo train --config fashion-best --set data.val_split=0.1 --out runs/best-val
+    python scripts/ablate.py views runs/best-val
 
 Every training is the complete `cnnzoo train` command in a fresh process. Variants are
 compared on the validation split, which chooses the recipe; the test accuracy is shown
-beside it but is not what a choice should be made on. `views` needs a run with a
+beside it but is not what a choice should be made on, so every run needs a validation
+split: a config without one (fashion-best trains on all 60,000 images) is refused
+before anything trains; add `--set data.val_split=0.1`. `views` needs a run with a
 validation split and its state.pt (the raw weights are there, the average in
 model.safetensors). A run directory that already holds a finished run of the same
 command is reused (`--reuse`), so that an interrupted ablation picks up where it was.
@@ -31,6 +35,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+
+def check_validated(config: str, common: list[str],
+                    variants: list[tuple[str, list[str]]]) -> None:
+    """Exit (2) with one message when the config, or any variant of it, has no
+    validation split or does not load: the comparison is made on that split, and an
+    hour of training must not end in a table that cannot be drawn."""
+    from cnnzoo.config import load_config
+    from cnnzoo.errors import CnnzooError
+
+    for label, sets in [("as configured", []), *variants]:
+        try:
+            loaded = load_config(config, [*common, *sets])
+        except CnnzooError as exc:
+            print(f"error: {label}: {exc}", file=sys.stderr)
+            sys.exit(2)
+        if not loaded.data.val_split:
+            print(f"error: {label}: {config} has no validation split (data.val_split is 0), "
+                  "and variants are compared on it; add --set data.val_split=0.1",
+                  file=sys.stderr)
+            sys.exit(2)
 
 
 def train_variants(config: str, common: list[str], variants: list[tuple[str, list[str]]],
@@ -90,7 +115,9 @@ def view_table(run_dir: Path, data_root: str | None) -> list[dict]:
     data = load_dataset(run.config.data, model.plan.input, model.plan.output.depth,
                         seed=run.config.train.seed, data_root=data_root, splits=("train", "val"))
     if data.val is None:
-        sys.exit(f"{run_dir} has no validation split (data.val_split is 0)")
+        print(f"error: {run_dir} has no validation split (data.val_split is 0); train it "
+              "with --set data.val_split=0.1", file=sys.stderr)
+        sys.exit(2)
     split = data.val.to(device)
     transform = run_transform(run, device)
     precision = trained_precision(run, device)
@@ -126,7 +153,12 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.what == "views":
-        rows = view_table(args.run, args.data_root)
+        from cnnzoo.errors import CnnzooError
+        try:
+            rows = view_table(args.run, args.data_root)
+        except CnnzooError as exc:  # no such run, weights that do not fit: one line
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
         base = next(r["val"] for r in rows if r["tta"] == "none")
         print(f"\n{args.run}: validation split\n")
         print("| weights | tta | val accuracy | vs first row | val loss | seconds |")
@@ -142,6 +174,7 @@ def main() -> None:
         if not sets.strip():
             parser.error(f"--variant {text!r}: write 'LABEL: key=value key=value'")
         variants.append((label.strip(), sets.split()))
+    check_validated(args.config, args.common, variants)
     rows = train_variants(args.config, args.common, variants, args.runs, args.reuse,
                           args.device)
     base = rows[0]

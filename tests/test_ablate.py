@@ -99,3 +99,38 @@ def test_train_tables_each_variant_against_the_config(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("reused ") == 3
     assert [line for line in again.stdout.splitlines() if line.startswith("| ")][1:] == rows
+
+
+def test_train_refuses_a_config_without_a_validation_split_before_training(tmp_path):
+    """fashion-best trains on all 60,000 images; an ablation of it without
+    --set data.val_split=... would train for nothing and then have no column to table."""
+    runs_dir = tmp_path / "runs"
+    command = [sys.executable, str(ROOT / "scripts" / "ablate.py"), "train", "fashion-best",
+               "--variant", "no erasing: data.augment.erase=0", "--runs", str(runs_dir)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "no validation split" in refused.stderr
+    assert "--set data.val_split=0.1" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not runs_dir.exists()  # nothing trained, nothing written
+    # A variant that drops the split is refused as well, by its label.
+    config = write(tmp_path / "small.yaml", SMALL)
+    command = [sys.executable, str(ROOT / "scripts" / "ablate.py"), "train", str(config),
+               "--variant", "all data: data.val_split=0", "--runs", str(runs_dir)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: all data:")
+    # A variant that does not load (an unknown key) is one line too.
+    command[-3] = "typo: data.augment.flipp=true"
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("error: typo:") and "flipp" in refused.stderr
+    assert not runs_dir.exists()
+
+
+def test_views_refuses_a_run_without_a_validation_split_or_no_run(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "ablate.py"), "views",
+               str(tmp_path / "nothing-here")]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
