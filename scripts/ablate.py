@@ -81,8 +81,9 @@ def train_variants(config: str, common: list[str], variants: list[tuple[str, lis
             if proc.returncode != 0:
                 sys.exit(f"{shown} failed ({proc.returncode}):\n{proc.stderr.strip()}")
             results = json.loads(results_file.read_text())
-            # Beside the run, so that --reuse knows which command made it.
-            record.write_text(json.dumps({"command": shown, "wall_seconds": round(wall, 1)}))
+            # Beside the run, so that --reuse knows which command made it. The time is kept
+            # unrounded: rounded here and again in the table, it could print another number.
+            record.write_text(json.dumps({"command": shown, "wall_seconds": wall}))
         rows.append({"variant": label, "sets": " ".join(sets) or "-",
                      "val": results["val_accuracy"], "test": results["test_accuracy"],
                      "epochs": results["epochs_run"], "wall": wall})
