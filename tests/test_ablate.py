@@ -128,9 +128,21 @@ def test_train_refuses_a_config_without_a_validation_split_before_training(tmp_p
     assert not runs_dir.exists()
 
 
-def test_views_refuses_a_run_without_a_validation_split_or_no_run(tmp_path):
-    command = [sys.executable, str(ROOT / "scripts" / "ablate.py"), "views",
-               str(tmp_path / "nothing-here")]
-    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+def test_views_refuses_a_missing_run_or_one_without_a_validation_split(tmp_path, cli):
+    views = [sys.executable, str(ROOT / "scripts" / "ablate.py"), "views"]
+    refused = subprocess.run([*views, str(tmp_path / "nothing-here")], capture_output=True,
+                             text=True, timeout=120)
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
+    # A finished run trained on all its images: there is nothing to compare the views on.
+    write_mnist(tmp_path / "data", n_train=64, n_test=16)
+    config = write(tmp_path / "all.yaml", SMALL.replace("val_split: 0.2", "val_split: 0"))
+    trained = cli("train", "--config", config, "--data-root", tmp_path / "data", "--device",
+                  "cpu", "--out", tmp_path / "run")
+    assert trained.code == 0, trained.err
+    refused = subprocess.run([*views, str(tmp_path / "run"), "--data-root",
+                              str(tmp_path / "data")], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "no validation split" in refused.stderr
+    assert "--set data.val_split=0.1" in refused.stderr
