@@ -42,7 +42,7 @@ def check_validated(config: str, common: list[str],
     """Exit (2) with one message when the config, or any variant of it, has no
     validation split or does not load: the comparison is made on that split, and an
     hour of training must not end in a table that cannot be drawn."""
-    from cnnzoo.config import load_config
+    from cnnzoo.config.experiment import load_config
     from cnnzoo.errors import CnnzooError
 
     for label, sets in [("as configured", []), *variants]:
@@ -98,19 +98,19 @@ def view_table(run_dir: Path, data_root: str | None) -> list[dict]:
     """Val accuracy of the run's saved (averaged) and raw weights under each TTA mode."""
     import torch
 
-    from cnnzoo import runs
-    from cnnzoo.checkpoint import load_state
-    from cnnzoo.config import TTA_VIEWS
+    from cnnzoo.config.experiment import TTA_VIEWS
     from cnnzoo.data.pipeline import load_dataset
+    from cnnzoo.runs import rundir
+    from cnnzoo.runs.checkpoint import load_state
+    from cnnzoo.runs.load import load_run_model, run_transform, trained_precision
     from cnnzoo.training.evaluation import evaluate
-    from cnnzoo.training.runload import load_run_model, run_transform, trained_precision
 
-    run = runs.open_run(run_dir)
+    run = rundir.open_run(run_dir)
     device = torch.device("cpu")
     model = load_run_model(run, device)
     weights = {"saved (model.safetensors)": {k: v.clone() for k, v in
                                               model.state_dict().items()}}
-    state_file = run_dir / runs.STATE
+    state_file = run_dir / rundir.STATE
     if state_file.exists() and "ema" in load_state(state_file):
         weights["raw, last step (state.pt)"] = load_state(state_file)["model"]
     data = load_dataset(run.config.data, model.plan.input, model.plan.output.depth,

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 import cnnzoo
-from cnnzoo.benchmarks import bench_builder, bench_trainer, fashion_root, gemm_flops
-from cnnzoo.training.devices import (
+from cnnzoo.measure.benchmarks import bench_builder, bench_trainer, fashion_root, gemm_flops
+from cnnzoo.model.devices import (
     resolve_device,
 )
 

@@ -21,14 +21,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from cnnzoo.build import build_layer
 from cnnzoo.layers.basic import InputSpec
 from cnnzoo.layers.conv import ConvSpec
 from cnnzoo.layers.fft import ConvShape, choose_impl, direct_terms, fft_terms
 from cnnzoo.layers.local import LocalSpec
-from cnnzoo.layerspec import LayerSpec
-from cnnzoo.plan import plan_layers
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.layers.spec import LayerSpec
+from cnnzoo.model.build import build_layer
+from cnnzoo.model.plan import plan_layers
 
 
 def build(spec: LayerSpec, volume: Volume) -> torch.nn.Module:

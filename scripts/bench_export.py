@@ -43,10 +43,10 @@ def onnx_session(path: Path, threads: int) -> Callable[[torch.Tensor], object]:
 
 
 def measure(name: str, seconds: float) -> dict[str, object]:
-    from cnnzoo import runs
-    from cnnzoo.export import FORMATS, export_run
-    from cnnzoo.pretrained import bundled_record, unpack
-    from cnnzoo.training.runload import evaluate_run, load_run_model
+    from cnnzoo.runs import rundir
+    from cnnzoo.runs.load import evaluate_run, load_run_model
+    from cnnzoo.runs.pretrained import bundled_record, unpack
+    from cnnzoo.tools.export import FORMATS, export_run
 
     record = bundled_record(name)
     assert record is not None
@@ -54,7 +54,7 @@ def measure(name: str, seconds: float) -> dict[str, object]:
     result, _ = evaluate_run(run_dir, "test", None, "cpu")
     row: dict[str, object] = {"name": name, "recorded": record["test_accuracy"],
                               "eval": result.accuracy}
-    model = load_run_model(runs.open_run(run_dir), torch.device("cpu"))
+    model = load_run_model(rundir.open_run(run_dir), torch.device("cpu"))
     model.to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory() as scratch:
         for fmt in FORMATS:
@@ -94,7 +94,7 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cnnzoo.pretrained import bundled_with_weights
+    from cnnzoo.runs.pretrained import bundled_with_weights
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnzoo.denoise import (
+from cnnzoo.measure.denoise import (
     DENOISERS,
     FASHION_MNIST,
     Score,

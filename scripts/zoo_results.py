@@ -33,7 +33,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cnnzoo.zoo_run import main
+from cnnzoo.zoo.run import main
 
 if __name__ == "__main__":
     sys.exit(main(root=Path(__file__).resolve().parents[1]))

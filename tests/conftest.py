@@ -25,7 +25,7 @@ class Result:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
     """Run `cnnzoo ARGS...` in this process; returns exit code, stdout, stderr."""
-    from cnnzoo.cli import run
+    from cnnzoo.cli.app import run
 
     def invoke(*args: str | Path) -> Result:
         capsys.readouterr()

@@ -26,11 +26,11 @@ def ablate():
 
 
 def test_views_evaluates_the_saved_and_the_raw_weights(ablate, ema_runs, cli):  # noqa: F811
-    from cnnzoo import runs
-    from cnnzoo.checkpoint import load_state
     from cnnzoo.data.pipeline import load_dataset
-    from cnnzoo.training.devices import autocast
-    from cnnzoo.training.runload import load_run_model, trained_precision
+    from cnnzoo.model.devices import autocast
+    from cnnzoo.runs import rundir
+    from cnnzoo.runs.checkpoint import load_state
+    from cnnzoo.runs.load import load_run_model, trained_precision
 
     straight, _, data = ema_runs
     rows = ablate.view_table(straight, str(data))
@@ -44,7 +44,7 @@ def test_views_evaluates_the_saved_and_the_raw_weights(ablate, ema_runs, cli):  
         assert result.code == 0, result.err
         assert json.loads(result.out)["accuracy"] == row["val"]
     # The raw weights are the last step's, from state.pt: applied here by hand.
-    run = runs.open_run(straight)
+    run = rundir.open_run(straight)
     cpu = torch.device("cpu")
     model = load_run_model(run, cpu)
     model.load_state_dict(load_state(straight / "state.pt")["model"])

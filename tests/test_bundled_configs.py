@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from cnnzoo.layerspec import LayerPlan
+from cnnzoo.layers.spec import LayerPlan
 from tests.conftest import CONFIGS, ROOT
 
 IDS = [p.stem for p in CONFIGS]
@@ -23,7 +23,7 @@ def _direct(config: cnnzoo.ExperimentConfig) -> cnnzoo.ExperimentConfig:
     for i, spec in enumerate(config.model.layers):
         if spec.type_name == "conv" and spec.impl != "direct":
             overrides.append(f"model.layers.{i}.{spec.type_name}.impl=direct")
-    return cnnzoo.config.with_overrides(config, overrides) if overrides else config
+    return cnnzoo.config.experiment.with_overrides(config, overrides) if overrides else config
 
 
 def _collect_shapes(model: torch.nn.Module, plans: tuple[LayerPlan, ...], prefix: str,

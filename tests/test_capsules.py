@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.config import LossConfig
+from cnnzoo.config.experiment import LossConfig
 from cnnzoo.layers.capsule_modules import Capsules, route, squash
-from cnnzoo.losses import create_loss
+from cnnzoo.training.losses import create_loss
 
 CAPSNET_LAYERS = """
 model:
@@ -241,7 +241,7 @@ def test_margin_keys_belong_to_the_margin_loss(cli, tmp_path):
 
 
 def test_viz_shows_capsule_lengths_and_the_reconstruction():
-    from cnnzoo.viz import activation_volumes
+    from cnnzoo.tools.viz import activation_volumes
 
     torch.manual_seed(5)
     model = cnnzoo.build_model(cnnzoo.load_config("capsnet-small")).eval()

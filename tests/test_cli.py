@@ -12,9 +12,10 @@ import typer
 import yaml
 
 import cnnzoo
-from cnnzoo import cli_app as cnnzoo_cli
-from cnnzoo.config import ExperimentConfig, bundled_configs
-from cnnzoo.params import param_infos
+from cnnzoo.cli import options as cnnzoo_cli
+from cnnzoo.config.bundled import bundled_configs
+from cnnzoo.config.experiment import ExperimentConfig
+from cnnzoo.utils.params import param_infos
 from tests.conftest import CONFIGS, run_process, write
 
 
@@ -49,7 +50,7 @@ def test_a_short_flag_means_one_thing_in_every_command():
 
 
 def test_the_choices_are_the_ones_the_code_accepts():
-    from cnnzoo.config import TTA_VIEWS
+    from cnnzoo.config.experiment import TTA_VIEWS
     from cnnzoo.layers.conv import IMPLS
     from cnnzoo.layers.freq import SHAPES
     from cnnzoo.layers.kernels import FIXED_KERNELS

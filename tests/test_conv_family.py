@@ -14,13 +14,13 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from cnnzoo.build import build_layer
 from cnnzoo.layers import LocallyConnected2d
 from cnnzoo.layers.basic import InputSpec
 from cnnzoo.layers.padding import PADDING_MODES, max_padding, pad
-from cnnzoo.params import Where
-from cnnzoo.registry import parse_layer
-from cnnzoo.summary import summary_totals
+from cnnzoo.layers.registry import parse_layer
+from cnnzoo.model.build import build_layer
+from cnnzoo.model.summary import summary_totals
+from cnnzoo.utils.params import Where
 from tests.conftest import run_process, slow_cases
 
 

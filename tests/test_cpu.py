@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.budget import SKIPPED_STEPS, TIMED_STEPS, StepBudget, steps_within
-from cnnzoo.cpu import (
+from cnnzoo.model.cpu import (
     EMULATED_BF16_SLOWDOWN,
     bf16_support,
     choose_cpu_precision,
     cpu_flags,
     detect_bf16_support,
 )
+from cnnzoo.training.budget import SKIPPED_STEPS, TIMED_STEPS, StepBudget, steps_within
 from cnnzoo.training.stopping import Interrupted
 from cnnzoo.training.trainer import fit
 from tests.conftest import write
@@ -167,7 +167,7 @@ def test_time_budget_plan_survives_resume(tmp_path: Path, monkeypatch) -> None:
     weights and step log as one never interrupted (the measured speed is replaced by a
     fixed plan, which is what a real run records)."""
     write_mnist(tmp_path / "data")
-    monkeypatch.setattr(cnnzoo.budget, "steps_within", lambda *args: 27)
+    monkeypatch.setattr(cnnzoo.training.budget, "steps_within", lambda *args: 27)
     config = cnnzoo.load_config(write(tmp_path / "b.yaml", textwrap.dedent("""\
         model: {layers: [{conv: {filters: 8, kernel: 3, padding: same}}, relu, {pool: 4},
                          {fc: 10}]}
@@ -178,13 +178,13 @@ def test_time_budget_plan_survives_resume(tmp_path: Path, monkeypatch) -> None:
     root = str(tmp_path / "data")
     straight = fit(config, out=tmp_path / "straight", data_root=root, show_progress=False)
     assert straight.results["steps"] == 27 and straight.results["epochs_run"] == round(27 / 16, 3)
-    reference = cnnzoo.checkpoint.load_weights(tmp_path / "straight" / "model.safetensors")[0]
+    reference = cnnzoo.runs.checkpoint.load_weights(tmp_path / "straight" / "model.safetensors")[0]
     for stop in (3, SKIPPED_STEPS + TIMED_STEPS + 1):
         parted = tmp_path / f"parted{stop}"
         with pytest.raises(Interrupted):
             fit(config, out=parted, data_root=root, show_progress=False, stop_after_steps=stop)
         fit(config, resume=parted, data_root=root, show_progress=False)
-        weights = cnnzoo.checkpoint.load_weights(parted / "model.safetensors")[0]
+        weights = cnnzoo.runs.checkpoint.load_weights(parted / "model.safetensors")[0]
         assert all(torch.equal(reference[k], weights[k]) for k in reference), stop
         assert ((tmp_path / "straight" / "steps.csv").read_text()
                 == (parted / "steps.csv").read_text())
@@ -193,7 +193,7 @@ def test_time_budget_plan_survives_resume(tmp_path: Path, monkeypatch) -> None:
 GLIBC_CHURN = """
 import ctypes, resource, sys
 sys.path.insert(0, {src!r})
-from cnnzoo.cpu import keep_freed_memory
+from cnnzoo.model.cpu import keep_freed_memory
 if {keep}:
     assert keep_freed_memory()
 libc = ctypes.CDLL("libc.so.6")

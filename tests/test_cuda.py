@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.checkpoint import load_weights
 from cnnzoo.data import pipeline
-from cnnzoo.training.runload import evaluate_run
+from cnnzoo.runs.checkpoint import load_weights
+from cnnzoo.tools.evaluate import evaluate_run
 from cnnzoo.training.stopping import Diverged, Interrupted
 from cnnzoo.training.trainer import fit
 from tests.conftest import write

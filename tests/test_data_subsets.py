@@ -162,7 +162,7 @@ def test_ctrl_c_while_importing_is_quiet_in_the_command(tmp_path, how):
     args = {
         "module": ["-m", "cnnzoo", "train", "-c", "lenet5", "-o", run],
         "console_script": ["-c", f"import sys; sys.argv = ['cnnzoo', 'train', '-c', 'lenet5', "
-                           f"'-o', {run!r}]; from cnnzoo.cli import main; main()"],
+                           f"'-o', {run!r}]; from cnnzoo.cli.app import main; main()"],
         "library": ["-c", "import cnnzoo; cnnzoo.build_model('lenet5')"],
     }[how]
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnzoo.denoise import (
+from cnnzoo.measure.denoise import (
     DENOISERS,
     SSIM_C1,
     add_noise,
@@ -68,7 +68,7 @@ def test_best_strength_denoises_smooth_images():
 def test_augment_noise_adds_seeded_gaussian_noise_in_pixel_units():
     import torch
 
-    from cnnzoo.config import AugmentConfig
+    from cnnzoo.config.experiment import AugmentConfig
     from cnnzoo.data.augment import BatchTransform
 
     images = torch.randint(0, 256, (64, 2, 16, 16), dtype=torch.uint8)

@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 import cnnzoo
-from cnnzoo.checkpoint import load_state, load_weights
 from cnnzoo.data.idx import write_idx
 from cnnzoo.data.pipeline import FolderSplit, Split
-from cnnzoo.distributed import Distributed, check_nproc, threads_per_process
 from cnnzoo.errors import CnnzooError, ConfigError
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.runs.checkpoint import load_state, load_weights
+from cnnzoo.training.distributed import Distributed, check_nproc, threads_per_process
 from cnnzoo.training.trainer import fit
 from tests.conftest import FASHION_DIR, run_process, write
 from tests.datafiles import write_folder
@@ -399,7 +399,7 @@ def test_sync_batchnorm_converts_every_batchnorm_and_keeps_the_weights():
 @pytest.mark.parametrize(("cores", "nproc", "threads"), [(2, 2, 1), (16, 3, 5), (1, 4, 1),
                                                          (8, 1, 8)])
 def test_threads_per_process_share_the_cores(monkeypatch, cores, nproc, threads):
-    monkeypatch.setattr("cnnzoo.distributed.available_cores", lambda: cores)
+    monkeypatch.setattr("cnnzoo.training.distributed.available_cores", lambda: cores)
     assert threads_per_process(nproc) == threads
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import cnnzoo
-from cnnzoo.checkpoint import load_state, load_weights
+from cnnzoo.runs.checkpoint import load_state, load_weights
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.stopping import Interrupted
 from cnnzoo.training.trainer import fit

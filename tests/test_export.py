@@ -14,10 +14,10 @@ import cnnzoo
 from cnnzoo.data.augment import BatchTransform
 from cnnzoo.data.pipeline import convert_images
 from cnnzoo.errors import CnnzooError
-from cnnzoo.export import FORMATS, LOADERS, Preprocess, direct_equivalent, write_checked
 from cnnzoo.layers.padding import PADDING_MODES
-from cnnzoo.registry import list_layer_types
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.registry import list_layer_types
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.tools.export import FORMATS, LOADERS, Preprocess, direct_equivalent, write_checked
 from tests.conftest import slow_cases
 from tests.test_pretrained import fake_mnist, private_cache, trained_run  # noqa: F401 (fixtures)
 
@@ -125,7 +125,7 @@ def test_a_layer_without_an_onnx_operator_is_named(tmp_path):
     ({"normalize": False}, Volume(28, 28, 1)),
 ])
 def test_preprocessing_matches_the_training_pipeline(data, stored):
-    from cnnzoo.config import AugmentConfig, parse_config
+    from cnnzoo.config.experiment import AugmentConfig, parse_config
 
     config = parse_config("model:\n  layers:\n    - fc: 3\ndata: "
                          + json.dumps({"dataset": "fashion_mnist", **data}))
@@ -152,10 +152,10 @@ def test_export_a_run_with_preprocessing(tmp_path, trained_run, cli, fmt):  # no
     assert result.code == 0, result.err
     assert "largest difference" in result.out
     run = LOADERS[fmt](out)
-    from cnnzoo import runs
-    from cnnzoo.training.runload import load_run_model, run_transform
+    from cnnzoo.runs import rundir
+    from cnnzoo.runs.load import load_run_model, run_transform
 
-    info = runs.open_run(trained_run)
+    info = rundir.open_run(trained_run)
     model = load_run_model(info, torch.device("cpu")).to(memory_format=torch.contiguous_format)
     images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
     with torch.no_grad():

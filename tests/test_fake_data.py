@@ -9,7 +9,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.data.fake import fake_images
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.shapes import Volume
 from cnnzoo.training.trainer import fit
 from tests.conftest import write
 

@@ -10,13 +10,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from cnnzoo.build import build_layer
 from cnnzoo.errors import ConfigError
 from cnnzoo.layers.basic import InputSpec
 from cnnzoo.layers.freq import FreqFilterSpec
 from cnnzoo.layers.modules import FreqFilter
-from cnnzoo.params import Where
-from cnnzoo.registry import parse_layer
+from cnnzoo.layers.registry import parse_layer
+from cnnzoo.model.build import build_layer
+from cnnzoo.utils.params import Where
 
 SHAPES = ("ideal", "gaussian", "butterworth")
 SIZES = [(8, 8), (7, 7), (6, 9), (11, 4), (28, 28)]
@@ -200,7 +200,7 @@ def test_cli_exit_code_for_a_bad_cutoff(cli, tmp_path):
 
 
 def test_centred_log_spectrum_matches_numpy():
-    from cnnzoo.filter import centred_log_spectrum
+    from cnnzoo.tools.filter import centred_log_spectrum
 
     for shape in [(6, 8), (7, 9), (5, 4)]:
         grey = np.random.default_rng(1).random(shape)
@@ -210,7 +210,7 @@ def test_centred_log_spectrum_matches_numpy():
 
 
 def test_blur_in_frequency_is_the_circular_conv():
-    from cnnzoo.filter import blur_in_frequency
+    from cnnzoo.tools.filter import blur_in_frequency
 
     x = torch.rand(1, 9, 12, dtype=torch.float64)
     k = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float64) / 16
@@ -280,7 +280,7 @@ def test_filter_cli_frequency_errors(tmp_path, cli, args, message):
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular", "symmetric"])
 @pytest.mark.parametrize("name", ["sobel_y", "gaussian_blur"])
 def test_filter_in_bands_equals_the_whole_conv(monkeypatch, mode, name):
-    from cnnzoo import filter as filtering
+    from cnnzoo.tools import filter as filtering
 
     channel = torch.rand(1, 23, 9)
     conv = filtering.kernel_layer(channel, name, mode)

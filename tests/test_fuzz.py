@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import cnnzoo
-from cnnzoo.config import (
+from cnnzoo.config.experiment import (
     AugmentConfig,
     DataConfig,
     LossConfig,
@@ -29,8 +29,8 @@ from cnnzoo.config import (
     SchedulerConfig,
     TrainConfig,
 )
-from cnnzoo.overrides import apply_override
-from cnnzoo.registry import layer_table
+from cnnzoo.config.overrides import apply_override
+from cnnzoo.layers.registry import layer_table
 
 FUZZ = settings(
     max_examples=150,

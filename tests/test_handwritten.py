@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnzoo
-from cnnzoo.reference_nets import LeNet5, SpeedrunNet
+from cnnzoo.measure.reference_nets import LeNet5, SpeedrunNet
 
 
 class Cs231nSimple(nn.Module):
@@ -114,7 +114,7 @@ def test_resnet_small_same_outputs_with_copied_weights():
     input both agree, so compare there."""
     reference = ResNetSmall().eval()
     model = cnnzoo.build_model(
-        cnnzoo.config.with_overrides(
+        cnnzoo.config.experiment.with_overrides(
             cnnzoo.load_config("resnet-small"),
             ["model.layers.0.input.width=27", "model.layers.0.input.height=27",
              "data.resize=27"],

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import cnnzoo
-from cnnzoo.registry import get_layer_type, list_layer_types, register_layer
+from cnnzoo.layers.registry import get_layer_type, list_layer_types, register_layer
 from tests.conftest import write
 
 HEAD = "model:\n  layers:\n    - input: {width: 12, height: 10, depth: 3}\n"
@@ -174,9 +174,9 @@ def test_registry_rejects_duplicates_and_names_the_unknown():
 def test_register_layer_adds_a_type_to_the_language():
     from dataclasses import dataclass
 
-    from cnnzoo.layerspec import Inferred, LayerSpec
-    from cnnzoo.params import float_kind, param
-    from cnnzoo.registry import _REGISTRY
+    from cnnzoo.layers.registry import _REGISTRY
+    from cnnzoo.layers.spec import Inferred, LayerSpec
+    from cnnzoo.utils.params import float_kind, param
 
     @register_layer("scale", primary="factor", doc="multiply by a constant")
     @dataclass(frozen=True, kw_only=True)
@@ -239,7 +239,7 @@ def test_schema_rejects_what_the_loader_rejects():
     jsonschema = pytest.importorskip("jsonschema")
     import yaml
 
-    from cnnzoo.schema import experiment_schema
+    from cnnzoo.config.schema import experiment_schema
 
     validator = jsonschema.Draft7Validator(experiment_schema())
     good = yaml.safe_load(layers("conv: {filters: 8, padding: same}", "relu", "fc: 10"))

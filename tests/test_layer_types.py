@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.params import Where
-from cnnzoo.registry import list_layer_types, parse_layer
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.registry import list_layer_types, parse_layer
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.utils.params import Where
 
 INPUT = Volume(8, 8, 3)
 

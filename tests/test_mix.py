@@ -11,7 +11,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.data.mix import mix_batch
-from cnnzoo.losses import create_loss
+from cnnzoo.training.losses import create_loss
 from cnnzoo.training.step import TrainStep
 from cnnzoo.training.trainer import fit
 from tests.conftest import write
@@ -71,7 +71,7 @@ def test_the_mixed_loss_is_cross_entropy_against_mixed_targets(smoothing):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
     net.auxiliary_loss = lambda x: 0.0
-    loss_config = cnnzoo.config.LossConfig(label_smoothing=smoothing)
+    loss_config = cnnzoo.config.experiment.LossConfig(label_smoothing=smoothing)
     step = TrainStep(net, torch.optim.SGD(net.parameters(), lr=0.1),
                      create_loss(loss_config).fn, torch.device("cpu"), "fp32")
     x, labels = torch.randn(6, 1, 3, 4), torch.randint(0, 5, (6,))

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo import runs
-from cnnzoo.finetune import initialise_from
-from cnnzoo.pretrained import PACKED_FORMAT, open_packed, pack_for_zoo, pack_run
-from cnnzoo.training.runload import load_run_model
+from cnnzoo.config.bundled import read_measured, write_measured
+from cnnzoo.runs import rundir
+from cnnzoo.runs.initfrom import initialise_from
+from cnnzoo.runs.load import load_run_model
+from cnnzoo.runs.pretrained import PACKED_FORMAT, open_packed, pack_for_zoo, pack_run
 from cnnzoo.training.trainer import fit
-from cnnzoo.zoo import read_measured, write_measured
 from tests.conftest import ROOT, write
 from tests.datafiles import class_images, write_mnist
 
@@ -65,7 +65,7 @@ def private_cache(tmp_path, monkeypatch):
 
 def bundled_with(monkeypatch, directory: Path) -> None:
     """Make `directory` the bundled configs (with its results.json and weights/)."""
-    monkeypatch.setattr("cnnzoo.config.BUNDLED_DIRS", (directory,))
+    monkeypatch.setattr("cnnzoo.config.bundled.BUNDLED_DIRS", (directory,))
 
 
 def no_bundled_weights(monkeypatch, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def zoo_with_weights(tmp_path: Path, run: Path) -> tuple[Path, dict]:
 
 def test_the_zoo_does_not_ship_weights_over_the_size_limit(tmp_path, trained_run,
                                                           monkeypatch, capsys):
-    import cnnzoo.pretrained as pretrained
+    import cnnzoo.runs.pretrained as pretrained
 
     record = {"command": "c", "machine": "m", "date": "d"}
     kept = pack_for_zoo(trained_run, [], tmp_path, record)
@@ -113,7 +113,7 @@ def test_pack_keeps_only_what_the_config_cannot_rebuild(tmp_path, trained_run):
     assert record["test_accuracy"] == results["test_accuracy"]
     assert (record["command"], record["machine"], record["date"]) == ("c", "m", "d")
     packed = open_packed(str(path))
-    model = load_run_model(runs.open_run(trained_run), torch.device("cpu"))
+    model = load_run_model(rundir.open_run(trained_run), torch.device("cpu"))
     learned = {n for n, p in model.named_parameters() if p.requires_grad}
     statistics = {n for n, _ in model.named_buffers() if not n.endswith("num_batches_tracked")}
     assert set(packed.tensors) == learned | statistics
@@ -124,7 +124,7 @@ def test_pack_keeps_only_what_the_config_cannot_rebuild(tmp_path, trained_run):
 
 def test_pretrained_module_computes_what_the_run_does(tmp_path, trained_run):
     record = pack_run(trained_run, tmp_path / "weights")
-    run_model = load_run_model(runs.open_run(trained_run), torch.device("cpu"))
+    run_model = load_run_model(rundir.open_run(trained_run), torch.device("cpu"))
     model = cnnzoo.build_model(trained_run / "config.yaml",
                                pretrained=str(tmp_path / record["file"]))
     assert not model.training
@@ -266,7 +266,7 @@ def test_init_from_loads_what_matches_and_names_the_rest(tmp_path, trained_run, 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = initialise_from(model, str(trained_run))
     line = capsys.readouterr().out
-    trained = load_run_model(runs.open_run(trained_run), torch.device("cpu")).state_dict()
+    trained = load_run_model(rundir.open_run(trained_run), torch.device("cpu")).state_dict()
     state = model.state_dict()
     for name in ("layers.2.weight", "layers.4.running_mean"):
         assert name in report.loaded and torch.equal(state[name], trained[name].float())
@@ -307,8 +307,8 @@ def test_eval_uses_the_precision_the_run_was_tested_in():
     """`auto` may choose differently on another CPU; a run's own choice is repeated."""
     from types import SimpleNamespace
 
-    from cnnzoo.training.devices import resolve_precision
-    from cnnzoo.training.runload import trained_precision
+    from cnnzoo.model.devices import resolve_precision
+    from cnnzoo.runs.load import trained_precision
 
     cpu = torch.device("cpu")
     config = cnnzoo.load_config("lenet5")

@@ -28,7 +28,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_main_job_config_is_bundled():
-    from cnnzoo.config import bundled_configs
+    from cnnzoo.config.bundled import bundled_configs
 
     name = _commands()[0].rsplit("--config", 1)[1].split()[0]
     assert name in bundled_configs()

@@ -29,14 +29,14 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.callbacks import Callback
-from cnnzoo.checkpoint import load_state, load_weights, parse_weights, save_weights
 from cnnzoo.errors import CheckpointError, CnnzooError, DataError
-from cnnzoo.files import atomic_write_bytes, atomic_write_with
+from cnnzoo.runs.checkpoint import load_state, load_weights, parse_weights, save_weights
 from cnnzoo.training import trainer
+from cnnzoo.training.callbacks import Callback
 from cnnzoo.training.progress import StepLosses
 from cnnzoo.training.stopping import Diverged, Interrupted
 from cnnzoo.training.trainer import fit
+from cnnzoo.utils.files import atomic_write_bytes, atomic_write_with
 from tests.conftest import ROOT, slow_cases, write
 from tests.datafiles import pixel_bomb_png, write_cifar10, write_folder, write_mnist
 
@@ -148,7 +148,7 @@ def assert_same_training(run: Path, reference: Path) -> None:
     assert (run / "steps.csv").read_text() == (reference / "steps.csv").read_text()
     timeless = [
         [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
-         for row in cnnzoo.runs.read_metrics(r)] for r in (run, reference)
+         for row in cnnzoo.runs.rundir.read_metrics(r)] for r in (run, reference)
     ]
     assert timeless[0] == timeless[1]
     results = [json.loads((r / "results.json").read_text()) for r in (run, reference)]
@@ -352,8 +352,8 @@ def test_damaged_training_state_is_a_corrupt_checkpoint(tmp_path, cli, interrupt
             assert str(exc).startswith(("corrupt checkpoint", "refused to load")), exc
         else:  # only a flip in bytes torch never reads (zip padding, names) may load,
             # and then the content must be exactly the saved one
-            assert cnnzoo.checkpoint.state_digest(load_state(damaged)) == \
-                cnnzoo.checkpoint.state_digest(load_state(run / "state.pt"))
+            assert cnnzoo.runs.checkpoint.state_digest(load_state(damaged)) == \
+                cnnzoo.runs.checkpoint.state_digest(load_state(run / "state.pt"))
     (run / "state.pt").write_bytes(good[: len(good) // 2])
     result = cli("train", "--resume", run, "--data-root", data_root)
     assert result.code == USER_ERROR
@@ -613,7 +613,7 @@ def test_sigkill_in_the_middle_of_a_save_leaves_the_previous_checkpoint(tmp_path
     path = tmp_path / "model.safetensors"
     save_weights(old_model, path)
     old = path.read_bytes()
-    new = cnnzoo.checkpoint.weights_bytes(new_model)
+    new = cnnzoo.runs.checkpoint.weights_bytes(new_model)
     _kill_while_writing(path, new, len(new) // 2 if written == "half" else len(new))
 
     assert path.read_bytes() == old  # intact, and loadable
@@ -632,10 +632,10 @@ def _train_until_killed_in_second_checkpoint(config_file: Path, data_root: Path,
                                              where: str) -> None:
     """In a forked child: train, and SIGKILL the process during the second checkpoint
     (writes: weights 1, state 1, weights 2, state 2)."""
-    from cnnzoo.files import atomic_open
+    from cnnzoo.utils.files import atomic_open
 
     calls = []
-    write = cnnzoo.checkpoint.atomic_write_bytes
+    write = cnnzoo.runs.checkpoint.atomic_write_bytes
 
     def dying_write(path, data):
         calls.append(path)
@@ -648,7 +648,7 @@ def _train_until_killed_in_second_checkpoint(config_file: Path, data_root: Path,
         if len(calls) == 3 and where == "between_files":
             os.kill(os.getpid(), signal.SIGKILL)  # the new weights are in place, the state not
 
-    cnnzoo.checkpoint.atomic_write_bytes = dying_write
+    cnnzoo.runs.checkpoint.atomic_write_bytes = dying_write
     train(cnnzoo.load_config(config_file), data_root, out=out)
 
 
@@ -950,7 +950,7 @@ def test_predict_names_a_damaged_image(tmp_path, cli, straight, name):
 
 @pytest.mark.slow
 def test_damaged_dataset_files_are_named(tmp_path):
-    from cnnzoo.data.catalog import dataset_info
+    from cnnzoo.config.datasets import dataset_info
     from cnnzoo.data.idx import read_idx
     from cnnzoo.data.sources import load_split
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import cnnzoo
-from cnnzoo import runlock, runs
-from cnnzoo.callbacks import Callback
 from cnnzoo.errors import CnnzooError
+from cnnzoo.runs import lock as runlock
+from cnnzoo.runs import rundir
+from cnnzoo.training.callbacks import Callback
 from cnnzoo.training.stopping import Interrupted
 from cnnzoo.training.trainer import fit
 from tests.conftest import ROOT, write
@@ -51,7 +52,7 @@ def config_file(tmp_path: Path) -> Path:
 HOLD = """
 import sys, time
 from pathlib import Path
-from cnnzoo import runlock
+from cnnzoo.runs import lock as runlock
 runlock.lock_run(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(600)
@@ -81,7 +82,7 @@ def holder_process():
 def _claim(path: str, barrier, results) -> None:
     barrier.wait()
     try:
-        runlock.claim_new_run_dir(Path(path), runs.holds_run)
+        runlock.claim_new_run_dir(Path(path), rundir.holds_run)
         results.put(("ok", os.getpid()))
         barrier.wait()  # hold the lock until every contender has tried
     except CnnzooError as exc:
@@ -109,7 +110,7 @@ def test_of_many_processes_racing_for_one_new_run_directory_exactly_one_wins(tmp
 
 def _default(base: str, barrier, results) -> None:
     barrier.wait()
-    results.put(str(runs.default_run_dir("same", Path(base), claim=True)))
+    results.put(str(rundir.default_run_dir("same", Path(base), claim=True)))
     barrier.wait()
 
 
@@ -211,10 +212,10 @@ def test_two_trainings_started_together_into_one_out_do_not_mix(tmp_path, config
     loser = next(err for code, err in results if code == USER_ERROR)
     assert "training into it" in loser or "already holds a run" in loser
     assert "Traceback" not in loser
-    with open(out / runs.METRICS, newline="") as handle:
+    with open(out / rundir.METRICS, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["epoch"], r["split"]) for r in rows] == [("1", "train"), ("2", "train"),
                                                         ("2", "test")]
     winner_seed = 1 if results[0][0] == 0 else 2
-    assert cnnzoo.load_config(out / runs.CONFIG).train.seed == winner_seed
-    assert json.loads((out / runs.RESULTS).read_text())["epochs"] == 2
+    assert cnnzoo.load_config(out / rundir.CONFIG).train.seed == winner_seed
+    assert json.loads((out / rundir.RESULTS).read_text())["epochs"] == 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnzoo.shapes import (
+from cnnzoo.layers.shapes import (
     conv_output,
     receptive_field,
     resolve_padding,

@@ -37,7 +37,7 @@ def import_graph() -> dict[str, set[str]]:
                     up = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*up, base] if base else up)
                 for alias in node.names:
-                    # `from cnnzoo import runs` imports the module cnnzoo.runs
+                    # `from cnnzoo import runs` imports the module cnnzoo.runs.rundir
                     full = f"{base}.{alias.name}"
                     deps.add(full if full in paths else base)
         graph[name] = {d for d in deps if d in paths and d != name}
@@ -85,8 +85,8 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
     # cli imports every command's implementation inside the command's function
-    assert "cnnzoo.plan" in graph["cnnzoo.cli"]
-    assert "cnnzoo.layerspec" in graph["cnnzoo.registry"]
+    assert "cnnzoo.model.plan" in graph["cnnzoo.cli.app"]
+    assert "cnnzoo.layers.spec" in graph["cnnzoo.layers.registry"]
 
 
 def test_no_import_cycles() -> None:
@@ -95,7 +95,7 @@ def test_no_import_cycles() -> None:
 
 
 def _commands() -> list[str]:
-    from cnnzoo.cli import app
+    from cnnzoo.cli.app import app
 
     return [c.name or c.callback.__name__ for c in app.registered_commands]
 
@@ -118,7 +118,7 @@ TORCH_FREE = [
 def test_command_does_not_import_torch(argv: list[str]) -> None:
     code = (
         "import sys\n"
-        "from cnnzoo.cli import run\n"
+        "from cnnzoo.cli.app import run\n"
         f"code = run({argv!r})\n"
         "print('TORCH', 'torch' in sys.modules, code, file=sys.stderr)\n"
     )

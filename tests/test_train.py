@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cnnzoo
-from cnnzoo.data.catalog import dataset_info
+from cnnzoo.config.datasets import dataset_info
 from cnnzoo.data.sources import load_split
 from cnnzoo.training.optim import lr_factor
 from cnnzoo.training.stopping import Interrupted
@@ -104,8 +104,8 @@ def test_resume_continues_bitwise_identically(tmp_path, mnist_root):
             stop_after_steps=20)  # mid-epoch 2 (16 steps per epoch)
     assert stop.value.exit_code == 130
     fit(config, resume=parted, data_root=str(mnist_root), show_progress=False)
-    a = cnnzoo.checkpoint.load_weights(straight / "model.safetensors")[0]
-    b = cnnzoo.checkpoint.load_weights(parted / "model.safetensors")[0]
+    a = cnnzoo.runs.checkpoint.load_weights(straight / "model.safetensors")[0]
+    b = cnnzoo.runs.checkpoint.load_weights(parted / "model.safetensors")[0]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (straight / "steps.csv").read_text() == (parted / "steps.csv").read_text()
 
@@ -313,7 +313,7 @@ def _reference_onecycle(total: int, lr: float, pct: float) -> list[float]:
 
 
 def test_onecycle_schedule_matches_torch():
-    from cnnzoo.config import SchedulerConfig
+    from cnnzoo.config.experiment import SchedulerConfig
 
     cfg = SchedulerConfig(name="onecycle", pct_start=0.3)
     ours = [0.2 * lr_factor(s, 100, 10, 0.2, cfg) for s in range(100)]
@@ -323,7 +323,7 @@ def test_onecycle_schedule_matches_torch():
 
 
 def test_cosine_warmup_and_step_schedules():
-    from cnnzoo.config import SchedulerConfig
+    from cnnzoo.config.experiment import SchedulerConfig
 
     cos = SchedulerConfig(name="cosine", warmup_epochs=1.0, min_lr=0.01)
     assert lr_factor(0, 100, 10, 0.1, cos) == pytest.approx(0.1)  # 1/10 of warm-up

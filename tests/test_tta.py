@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.config import AugmentConfig, parse_config
+from cnnzoo.config.experiment import AugmentConfig, parse_config
 from cnnzoo.data.augment import BatchTransform
 from cnnzoo.errors import ConfigError
 from cnnzoo.training.evaluation import evaluate, predict_logits, shift_image
-from cnnzoo.zoo_measure import Workload
+from cnnzoo.zoo.measure import Workload
 from tests.test_ema import ema_runs  # noqa: F401 (a fixture)
 
 MEAN, STD = (0.2860,), (0.3530,)
@@ -97,18 +97,18 @@ def test_tta_modes_in_the_language_and_the_time_estimate():
 def test_eval_tta_option_averages_ten_views_of_the_test_images(ema_runs, cli):  # noqa: F811
     """`cnnzoo eval --tta flip_shift` against the run's network applied by hand to the
     ten views of each test image, shifted in pixels before normalisation."""
-    from cnnzoo import runs
-    from cnnzoo.data.catalog import dataset_info
+    from cnnzoo.config.datasets import dataset_info
     from cnnzoo.data.sources import load_split
-    from cnnzoo.training.devices import autocast
-    from cnnzoo.training.runload import load_run_model, trained_precision
+    from cnnzoo.model.devices import autocast
+    from cnnzoo.runs import rundir
+    from cnnzoo.runs.load import load_run_model, trained_precision
 
     straight, _, data = ema_runs
     result = cli("eval", straight, "--data-root", data, "--json", "--tta", "flip_shift")
     assert result.code == 0, result.err
     got = json.loads(result.out)
 
-    run = runs.open_run(straight)
+    run = rundir.open_run(straight)
     cpu = torch.device("cpu")
     model = load_run_model(run, cpu)
     test = load_split(dataset_info("fashion_mnist"), "test", [(data, "test")], download=False)

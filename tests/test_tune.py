@@ -19,8 +19,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from cnnzoo.config import LOSS_NAMES, LossConfig, load_config
-from cnnzoo.losses import create_loss, list_losses
+from cnnzoo.config.experiment import LOSS_NAMES, LossConfig, load_config
+from cnnzoo.training.losses import create_loss, list_losses
 from tests.conftest import run_process, write
 from tests.datafiles import class_images, write_mnist
 
@@ -175,7 +175,8 @@ def test_a_config_without_validation_split_is_refused(tmp_path, cli):
 
 
 def test_every_bundled_space_validates_against_its_config():
-    from cnnzoo.space import bundled_spaces, load_space, validate_space
+    from cnnzoo.config.bundled import bundled_spaces
+    from cnnzoo.tune.space import load_space, validate_space
 
     assert bundled_spaces()
     for name in bundled_spaces():
@@ -186,7 +187,7 @@ def test_every_bundled_space_validates_against_its_config():
 
 def _settings(tmp_path: Path, trials: int, workers: int = 1, config: Path | None = None,
               space: Path | None = None):
-    from cnnzoo.tune import TuneSettings, default_storage
+    from cnnzoo.tune.study import TuneSettings, default_storage
 
     out = tmp_path / "study"
     out.mkdir(exist_ok=True)
@@ -200,8 +201,8 @@ def _settings(tmp_path: Path, trials: int, workers: int = 1, config: Path | None
 def test_the_pruner_stops_a_hopeless_trial(tmp_path):
     """Two trials reached 95% at every epoch; one with a learning rate of 1e-7 on random
     labels stays near chance and must be stopped after its first epoch."""
-    from cnnzoo.space import load_space
-    from cnnzoo.tune import Objective, open_study
+    from cnnzoo.tune.space import load_space
+    from cnnzoo.tune.study import Objective, open_study
 
     space_text = ("trials: 3\nstartup_trials: 2\nwarmup_epochs: 0\n"
                   "space:\n  train.optimizer.lr: {low: 1.0e-7, high: 0.1, log: true}\n")
@@ -229,8 +230,8 @@ def test_the_pruner_stops_a_hopeless_trial(tmp_path):
 @pytest.mark.slow
 def test_the_last_epoch_is_never_pruned(tmp_path):
     """Pruning after the last epoch saves nothing; the trial completes with a test result."""
-    from cnnzoo.space import load_space
-    from cnnzoo.tune import Objective, open_study
+    from cnnzoo.tune.space import load_space
+    from cnnzoo.tune.study import Objective, open_study
 
     space_text = ("trials: 3\nstartup_trials: 1\nwarmup_epochs: 0\n"
                   "space:\n  train.optimizer.lr: {low: 1.0e-7, high: 0.1, log: true}\n")
@@ -255,7 +256,7 @@ def test_the_last_epoch_is_never_pruned(tmp_path):
 def test_a_silent_trial_is_failed_and_retried_on_every_storage(tmp_path, kind):
     """The heartbeat machinery the workers rely on, on both kinds of storage: a trial
     whose worker stopped beating is failed and its parameters are enqueued again."""
-    from cnnzoo.tune import open_storage
+    from cnnzoo.tune.study import open_storage
 
     url = (f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite"
            else f"journal:{tmp_path / 'study.log'}")

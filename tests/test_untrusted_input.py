@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import cnnzoo
-from cnnzoo import limits, runs
-from cnnzoo.compare import summarize_run
+from cnnzoo.config import limits
+from cnnzoo.data.images import read_image, read_pixels
 from cnnzoo.errors import CnnzooError, ConfigError
-from cnnzoo.filter import load_image
-from cnnzoo.imageio import read_image, read_pixels
-from cnnzoo.plan import plan_experiment
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.model.plan import plan_experiment
+from cnnzoo.runs import rundir
+from cnnzoo.tools.compare import summarize_run
+from cnnzoo.tools.filter import load_image
 from cnnzoo.training.trainer import fit
 from tests.conftest import write
 from tests.datafiles import class_images, write_mnist
@@ -252,7 +253,7 @@ def _copy_run(trained: Path, tmp_path: Path, name: str = "run") -> Path:
 
 
 def runlock_name() -> str:
-    from cnnzoo.runlock import LOCK
+    from cnnzoo.runs.lock import LOCK
 
     return LOCK
 
@@ -267,11 +268,11 @@ def runlock_name() -> str:
 def test_predict_with_a_damaged_run_json_is_one_clear_error(tmp_path, cli, trained, info,
                                                             message):
     run = _copy_run(trained, tmp_path)
-    good = json.loads((trained / runs.RUN).read_text())
+    good = json.loads((trained / rundir.RUN).read_text())
     edits = {"classes5": {**good, "classes": good["classes"][:5]},
              "input": {**good, "input": [28, 28]}, "mean": {**good, "mean": ["x"]}}
     damaged = edits[info] if isinstance(info, str) and info in edits else info
-    (run / runs.RUN).write_text(json.dumps(damaged))
+    (run / rundir.RUN).write_text(json.dumps(damaged))
     image = _save(tmp_path / "x.png", np.zeros((28, 28), np.uint8))
     result = cli("predict", run, image)
     assert result.code == USER_ERROR and message in result.err, result.err
@@ -281,7 +282,7 @@ def test_predict_with_a_damaged_run_json_is_one_clear_error(tmp_path, cli, train
 def test_compare_skips_a_damaged_run_and_compares_the_rest(tmp_path, cli, trained):
     good = _copy_run(trained, tmp_path, "good")
     for name, text in (("empty", "[]"), ("params", '{"params": "x"}')):
-        (_copy_run(trained, tmp_path, name) / runs.RESULTS).write_text(text)
+        (_copy_run(trained, tmp_path, name) / rundir.RESULTS).write_text(text)
     result = cli("compare", good, tmp_path / "empty", tmp_path / "params", "--no-plot")
     assert result.code == 0, result.err
     assert str(good) in result.out and str(tmp_path / "empty") not in result.out
@@ -304,7 +305,7 @@ RUN_KEYS = st.fixed_dictionaries({}, optional={
     "std": JSON | st.lists(st.floats(), min_size=1, max_size=1),
 })
 RESULT_KEYS = st.fixed_dictionaries({}, optional={
-    key: JSON for key in (*runs.RESULT_NUMBERS, "epochs", "name", "device")})
+    key: JSON for key in (*rundir.RESULT_NUMBERS, "epochs", "name", "device")})
 
 
 @settings(max_examples=60, deadline=None,
@@ -316,29 +317,29 @@ def test_reading_a_run_with_damaged_files_gives_a_result_or_one_clear_error(
     tmp_path_factory, trained, info, results, raw, config, metrics
 ):
     run = _copy_run(trained, tmp_path_factory.mktemp("damaged"))
-    (run / runs.RUN).write_text(json.dumps(info))
+    (run / rundir.RUN).write_text(json.dumps(info))
     if raw is None:
-        (run / runs.RESULTS).write_text(json.dumps(results))
+        (run / rundir.RESULTS).write_text(json.dumps(results))
     else:
-        (run / runs.RESULTS).write_bytes(raw)
+        (run / rundir.RESULTS).write_bytes(raw)
     if config is not None:
-        (run / runs.CONFIG).write_bytes(config)
+        (run / rundir.CONFIG).write_bytes(config)
     if metrics is not None:
-        (run / runs.METRICS).write_bytes(metrics)
-        log = runs.CsvLog(run / runs.METRICS, runs.METRIC_FIELDS)  # what --resume reads
+        (run / rundir.METRICS).write_bytes(metrics)
+        log = rundir.CsvLog(run / rundir.METRICS, rundir.METRIC_FIELDS)  # what --resume reads
         lines = io.BytesIO(metrics).readlines()
         assert log.rows == max(0, len(lines) - 1)
         log.truncate(1)
-        assert (run / runs.METRICS).read_bytes() == b"".join(lines[:2])
+        assert (run / rundir.METRICS).read_bytes() == b"".join(lines[:2])
     try:
-        rows = runs.read_metrics(run)
+        rows = rundir.read_metrics(run)
         assert all(isinstance(r, dict) for r in rows)
     except CnnzooError as exc:
         assert "damaged" in str(exc)
     try:
-        opened = runs.open_run(run)
+        opened = rundir.open_run(run)
         summary = summarize_run(run)
-        runs.check_fits_network(opened, 10, [28, 28, 1])
+        rundir.check_fits_network(opened, 10, [28, 28, 1])
     except CnnzooError as exc:
         assert str(exc)
         return
@@ -354,7 +355,7 @@ def test_a_run_command_and_resume_hint_are_shell_quoted(monkeypatch, tmp_path):
 
     argv = ["cnnzoo", "train", "-c", "my config.yaml", "--set", "name=a b"]
     monkeypatch.setattr("sys.argv", argv)
-    assert shlex.split(runs.command_line()) == argv
+    assert shlex.split(rundir.command_line()) == argv
     out = tmp_path / "my runs" / "it's here"
     hint = str(Interrupted(2, out, 0, 3, data_root="/data dir")).split("Resume with: ")[1]
     assert shlex.split(hint) == ["cnnzoo", "train", "--resume", str(out), "--data-root",

@@ -20,9 +20,10 @@ from PIL import Image
 from torch import nn
 
 import cnnzoo
-from cnnzoo import pictures
+from cnnzoo.model.inspect import first_layer_filters, layer_modules
+from cnnzoo.tools.viz import activation_volumes
 from cnnzoo.training.trainer import fit
-from cnnzoo.viz import activation_volumes, first_layer_filters, layer_modules
+from cnnzoo.utils import pictures
 from tests.conftest import CONFIGS, ROOT, slow_cases, write
 from tests.datafiles import class_images, write_mnist
 from tests.test_handwritten import BasicBlock
@@ -270,7 +271,7 @@ def test_a_failing_picture_does_not_stop_training(tmp_path, cli, monkeypatch):
         raise RuntimeError("no ink")
 
     monkeypatch.setattr(pictures, "confusion_figure", broken)
-    monkeypatch.setattr("cnnzoo.callbacks.tensorboard_available", lambda: False)
+    monkeypatch.setattr("cnnzoo.training.callbacks.tensorboard_available", lambda: False)
     write_mnist(tmp_path / "data", n_train=200, n_test=50)
     config = write(tmp_path / "small.yaml", SMALL.replace("epochs: 2", "epochs: 1"))
     result = cli("train", "-c", config, "--data-root", tmp_path / "data", "-o", tmp_path / "r",
@@ -284,7 +285,7 @@ def test_a_failing_picture_does_not_stop_training(tmp_path, cli, monkeypatch):
 
 
 def test_curves_are_redrawn_at_most_every_redraw_seconds(monkeypatch):
-    from cnnzoo.callbacks import Pictures
+    from cnnzoo.training.callbacks import Pictures
 
     drawn = []
     monkeypatch.setattr(Pictures, "_curves", staticmethod(drawn.append))
@@ -339,14 +340,14 @@ def bundled_copy(tmp_path, monkeypatch) -> Path:
     folder.mkdir()
     for name in ("lenet5", "mlp", "cs231n-simple", "resnet-small"):
         shutil.copy(ROOT / "configs" / f"{name}.yaml", folder)
-    monkeypatch.setattr("cnnzoo.config.BUNDLED_DIRS", (folder,))
+    monkeypatch.setattr("cnnzoo.config.bundled.BUNDLED_DIRS", (folder,))
     return folder
 
 
 def test_zoo_shows_measured_stale_and_missing_results(cli, bundled_copy):
     lenet = cnnzoo.plan_experiment(cnnzoo.load_config(bundled_copy / "lenet5.yaml"))
     simple = cnnzoo.plan_experiment(cnnzoo.load_config(bundled_copy / "cs231n-simple.yaml"))
-    from cnnzoo.zoo import write_measured
+    from cnnzoo.config.bundled import write_measured
 
     write_measured({
         "lenet5": {"test_accuracy": 0.9081, "params": lenet.total_params,
@@ -597,7 +598,9 @@ def test_accuracy_params_figure():
 @pytest.fixture
 def script():
     """The zoo measurement that scripts/zoo_results.py drives, as one namespace."""
-    from cnnzoo import zoo_measure, zoo_report, zoo_run
+    from cnnzoo.zoo import measure as zoo_measure
+    from cnnzoo.zoo import report as zoo_report
+    from cnnzoo.zoo import run as zoo_run
 
     return SimpleNamespace(measure=zoo_measure, report=zoo_report, run=zoo_run)
 
@@ -622,7 +625,7 @@ def test_configs_are_adapted_to_fashion_mnist(script, tmp_path):
         _overrides(script, "model: {layers: [fc: 100]}\ndata: {dataset: cifar100}")
     path = write(tmp_path / "odd.yaml", odd)
     adapted = script.measure.adapted_config(path, ["train.epochs=1"])
-    assert adapted.plan.input == cnnzoo.shapes.Volume(20, 24, 3)
+    assert adapted.plan.input == cnnzoo.layers.shapes.Volume(20, 24, 3)
     assert adapted.config.data.dataset == "fashion_mnist" and adapted.config.train.epochs == 1
     assert adapted.sets[-1] == "train.epochs=1" and "train.epochs=1" not in adapted.adaptation
 
@@ -766,7 +769,7 @@ def test_zoo_results_end_to_end_on_fake_files(script, tmp_path, monkeypatch):
     results = json.loads((tmp_path / "runs" / "small" / "results.json").read_text())
     assert results["epochs"] == 1
     accuracy = f"{results['test_accuracy']:.2%}"
-    from cnnzoo.zoo import zoo_entries
+    from cnnzoo.zoo.catalog import zoo_entries
 
     entry = next(e for e in zoo_entries(configs) if e.name == "small")
     assert entry.accuracy == results["test_accuracy"] and not entry.stale

@@ -2,15 +2,15 @@
 
 from typing import Any
 
-from cnnzoo.startup import quiet_interrupt
+from cnnzoo.utils.startup import quiet_interrupt
 
 with quiet_interrupt():  # Ctrl-C while the package is imported
     from cnnzoo import layers as layers  # registers the layer types
-    from cnnzoo.config import ExperimentConfig, load_config, parse_config
+    from cnnzoo.config.experiment import ExperimentConfig, load_config, parse_config
     from cnnzoo.errors import CnnzooError, ConfigError
-    from cnnzoo.layerspec import LayerSpec
-    from cnnzoo.plan import Plan, plan_experiment, plan_layers
-    from cnnzoo.registry import register_layer
+    from cnnzoo.layers.registry import register_layer
+    from cnnzoo.layers.spec import LayerSpec
+    from cnnzoo.model.plan import Plan, plan_experiment, plan_layers
     from cnnzoo.version import __version__
 
 
@@ -18,11 +18,11 @@ def __getattr__(name: str) -> Any:
     # Building needs torch; loading, checking and planning a config do not, so the
     # builder is imported on first use and `cnnzoo summary` starts without torch.
     if name == "Network":
-        from cnnzoo import build
+        from cnnzoo.model import build
 
         return build.Network
     if name == "build_model":  # with pretrained=, it loads trained weights too
-        from cnnzoo import pretrained
+        from cnnzoo.runs import pretrained
 
         return pretrained.build_model
     raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")

@@ -1,6 +1,6 @@
-from cnnzoo.startup import quiet_interrupt
+from cnnzoo.utils.startup import quiet_interrupt
 
 with quiet_interrupt():
-    from cnnzoo.cli import main
+    from cnnzoo.cli.app import main
 
 main()

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cnnzoo.config import AugmentConfig
+from cnnzoo.config.experiment import AugmentConfig
 
 
 class BatchTransform:

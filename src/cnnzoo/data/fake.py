@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.shapes import Volume
 
 SOURCE = "random images (fake)"
 TRAIN_SIZE, TEST_SIZE = 1000, 200  # unless data.limit_train / data.limit_test say otherwise

@@ -16,15 +16,15 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from cnnzoo.config import DataConfig
+from cnnzoo.config.datasets import DatasetInfo, dataset_info
+from cnnzoo.config.experiment import DataConfig
 from cnnzoo.data import fake
-from cnnzoo.data.catalog import DatasetInfo, dataset_info
 from cnnzoo.data.folders import scan_class_folders
+from cnnzoo.data.images import read_image
 from cnnzoo.data.sources import RawSplit, load_split, search_dirs
 from cnnzoo.data.subsets import LIMIT_TEST_SEED, stratified_pick, stratified_split
 from cnnzoo.errors import DataError
-from cnnzoo.imageio import read_image
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.shapes import Volume
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                   ".pgm"}

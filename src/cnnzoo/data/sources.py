@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnzoo.auto import resolve
-from cnnzoo.data.catalog import DatasetInfo
+from cnnzoo.config.datasets import DatasetInfo
 from cnnzoo.data.idx import read_idx
 from cnnzoo.errors import DataError
+from cnnzoo.utils.auto import resolve
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
-from cnnzoo.params import Where, choice_kind, float_kind, int_kind, optional, param
-from cnnzoo.registry import get_layer_type, register_layer
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.registry import get_layer_type, register_layer
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
+from cnnzoo.utils.params import Where, choice_kind, float_kind, int_kind, optional, param
 
 if TYPE_CHECKING:
     from torch import nn

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from cnnzoo.layers.basic import BatchNormSpec
 from cnnzoo.layers.conv import ConvSpec
-from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
-from cnnzoo.params import Where, bool_kind, choice_kind, int_kind, param
-from cnnzoo.registry import LAYERS, register_layer
-from cnnzoo.shapes import Volume, window_output
+from cnnzoo.layers.registry import LAYERS, register_layer
+from cnnzoo.layers.shapes import Volume, window_output
+from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
+from cnnzoo.utils.params import Where, bool_kind, choice_kind, int_kind, param
 
 if TYPE_CHECKING:
     from torch import nn

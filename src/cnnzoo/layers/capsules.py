@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cnnzoo.layers.conv import PADDING, ConvSpec
-from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
-from cnnzoo.params import Where, bool_kind, int_kind, optional, pair_kind, param
-from cnnzoo.registry import register_layer
-from cnnzoo.shapes import Pair, Volume
+from cnnzoo.layers.registry import register_layer
+from cnnzoo.layers.shapes import Pair, Volume
+from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
+from cnnzoo.utils.params import Where, bool_kind, int_kind, optional, pair_kind, param
 
 if TYPE_CHECKING:
     from torch import nn

@@ -12,8 +12,18 @@ from cnnzoo.layers.fft import MAX_SPECTRUM_VALUES, ConvShape, choose_impl
 from cnnzoo.layers.init import INIT_DOC, INITS, initialise
 from cnnzoo.layers.kernels import FIXED_KERNELS, depthwise_weight
 from cnnzoo.layers.padding import PADDING_MODES, max_padding
-from cnnzoo.layerspec import Inferred, LayerPlan, PlanContext
-from cnnzoo.params import (
+from cnnzoo.layers.registry import register_layer
+from cnnzoo.layers.shapes import (
+    Padding4,
+    Pair,
+    Volume,
+    conv_output,
+    effective_kernel,
+    format_pair,
+    resolve_padding,
+)
+from cnnzoo.layers.spec import Inferred, LayerPlan, PlanContext
+from cnnzoo.utils.params import (
     Kind,
     Where,
     bool_kind,
@@ -23,16 +33,6 @@ from cnnzoo.params import (
     optional,
     pair_kind,
     param,
-)
-from cnnzoo.registry import register_layer
-from cnnzoo.shapes import (
-    Padding4,
-    Pair,
-    Volume,
-    conv_output,
-    effective_kernel,
-    format_pair,
-    resolve_padding,
 )
 
 if TYPE_CHECKING:

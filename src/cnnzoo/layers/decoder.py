@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
-from cnnzoo.params import Kind, Where, float_kind, param
-from cnnzoo.registry import register_layer
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.registry import register_layer
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
+from cnnzoo.utils.params import Kind, Where, float_kind, param
 
 if TYPE_CHECKING:
     from torch import nn

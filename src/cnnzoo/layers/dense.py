@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from cnnzoo.layers.basic import ACTIVATION, ActivationShorthand
 from cnnzoo.layers.init import INIT_DOC, INITS, initialise
-from cnnzoo.layerspec import Inferred, LayerPlan, PlanContext
-from cnnzoo.params import Where, bool_kind, choice_kind, int_kind, param
-from cnnzoo.registry import register_layer
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.registry import register_layer
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.layers.spec import Inferred, LayerPlan, PlanContext
+from cnnzoo.utils.params import Where, bool_kind, choice_kind, int_kind, param
 
 if TYPE_CHECKING:
     from torch import nn

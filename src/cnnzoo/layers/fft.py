@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cnnzoo.shapes import Pair
+from cnnzoo.layers.shapes import Pair
 
 if TYPE_CHECKING:
     import torch

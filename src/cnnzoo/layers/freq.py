@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
-from cnnzoo.params import Kind, Where, choice_kind, int_kind, optional, param
-from cnnzoo.registry import register_layer
-from cnnzoo.shapes import Pair, Volume
+from cnnzoo.layers.registry import register_layer
+from cnnzoo.layers.shapes import Pair, Volume
+from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
+from cnnzoo.utils.params import Kind, Where, choice_kind, int_kind, optional, param
 
 if TYPE_CHECKING:
     from torch import nn

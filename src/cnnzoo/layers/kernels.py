@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cnnzoo.shapes import Pair
+from cnnzoo.layers.shapes import Pair
 
 if TYPE_CHECKING:
     import torch

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from cnnzoo.layers.conv import WindowSpec, _effective
 from cnnzoo.layers.init import initialise
-from cnnzoo.layerspec import Inferred, LayerPlan, PlanContext
-from cnnzoo.params import Where, bool_kind, param
-from cnnzoo.registry import register_layer
-from cnnzoo.shapes import Volume
+from cnnzoo.layers.registry import register_layer
+from cnnzoo.layers.shapes import Volume
+from cnnzoo.layers.spec import Inferred, LayerPlan, PlanContext
+from cnnzoo.utils.params import Where, bool_kind, param
 
 if TYPE_CHECKING:
     from torch import nn

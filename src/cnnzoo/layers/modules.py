@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnzoo.layers.fft import fft_conv2d
 from cnnzoo.layers.padding import pad
-from cnnzoo.shapes import Padding4, Pair, conv_output, resolve_padding
+from cnnzoo.layers.shapes import Padding4, Pair, conv_output, resolve_padding
 
 
 class Conv2d(nn.Conv2d):

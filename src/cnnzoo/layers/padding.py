@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cnnzoo.shapes import Padding4
+from cnnzoo.layers.shapes import Padding4
 
 if TYPE_CHECKING:
     import torch

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cnnzoo.layerspec import Inferred, LayerPlan, LayerSpec, PlanContext
-from cnnzoo.params import Where, choice_kind, optional, pair_kind, param
-from cnnzoo.registry import register_layer
-from cnnzoo.shapes import Pair, Volume, conv_output, format_pair
+from cnnzoo.layers.registry import register_layer
+from cnnzoo.layers.shapes import Pair, Volume, conv_output, format_pair
+from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
+from cnnzoo.utils.params import Where, choice_kind, optional, pair_kind, param
 
 if TYPE_CHECKING:
     from torch import nn

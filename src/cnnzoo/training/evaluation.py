@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.data.augment import BatchTransform
-from cnnzoo.distributed import Distributed
-from cnnzoo.losses import LossFn
-from cnnzoo.training.devices import autocast
+from cnnzoo.model.devices import autocast
+from cnnzoo.training.distributed import Distributed
+from cnnzoo.training.losses import LossFn
 
 
 @dataclass

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cnnzoo.config import SchedulerConfig, TrainConfig
+from cnnzoo.config.experiment import SchedulerConfig, TrainConfig
 
 
 def create_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:

@@ -16,11 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnzoo import runs
-from cnnzoo.checkpoint import check_compatible, load_state, load_weights, save_state, save_weights
-from cnnzoo.config import ExperimentConfig, to_plain
-from cnnzoo.distributed import Distributed
+from cnnzoo.config.experiment import ExperimentConfig, to_plain
 from cnnzoo.errors import CheckpointError
+from cnnzoo.runs import rundir
+from cnnzoo.runs.checkpoint import (
+    check_compatible,
+    load_state,
+    load_weights,
+    save_state,
+    save_weights,
+)
+from cnnzoo.training.distributed import Distributed
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.stopping import Diverged
 
@@ -48,8 +54,8 @@ class Checkpoints:
     """The checkpoint of one run directory, for one model, optimizer and schedule."""
 
     def __init__(self, out: Path, name: str, model: nn.Module,
-                 optimizer: torch.optim.Optimizer, scheduler: Any, metrics: runs.CsvLog,
-                 steps: runs.CsvLog, dist: Distributed, peak_lr: float,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, metrics: rundir.CsvLog,
+                 steps: rundir.CsvLog, dist: Distributed, peak_lr: float,
                  average: WeightAverage | None = None) -> None:
         self.out = out
         self.average = average  # train.ema: saved as the weights, and kept for a resume
@@ -75,8 +81,8 @@ class Checkpoints:
             )
         if self.dist.is_main:
             saved = self.average.module if self.average is not None else self.model
-            digest = save_weights(saved, self.out / runs.WEIGHTS, {"name": self.name})
-            save_state(self._state(position, digest), self.out / runs.STATE)
+            digest = save_weights(saved, self.out / rundir.WEIGHTS, {"name": self.name})
+            save_state(self._state(position, digest), self.out / rundir.STATE)
         self.dist.barrier()
 
     def _state(self, pos: Position, digest: str) -> dict[str, Any]:
@@ -100,13 +106,13 @@ class Checkpoints:
     def restore(self, device: torch.device) -> Position:
         """Load the checkpoint into the model, optimizer, schedule, RNG and logs."""
         out, model = self.out, self.model
-        state = load_state(out / runs.STATE)
-        tensors, _ = load_weights(out / runs.WEIGHTS)  # verified, though the state's are used
-        check_compatible(model, tensors, out / runs.WEIGHTS)
+        state = load_state(out / rundir.STATE)
+        tensors, _ = load_weights(out / rundir.WEIGHTS)  # verified, though the state's are used
+        check_compatible(model, tensors, out / rundir.WEIGHTS)
         saved = state.get("model")
         if not isinstance(saved, dict):
-            raise CheckpointError(f"corrupt checkpoint {out / runs.STATE}: it holds no weights")
-        check_compatible(model, saved, out / runs.STATE)
+            raise CheckpointError(f"corrupt checkpoint {out / rundir.STATE}: it holds no weights")
+        check_compatible(model, saved, out / rundir.STATE)
         model.load_state_dict(saved)
         model.to(device)
         try:
@@ -116,7 +122,7 @@ class Checkpoints:
             if self.average is not None:
                 self.average.load_state_dict(state["ema"])
         except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"corrupt checkpoint {out / runs.STATE}: {exc}") from None
+            raise CheckpointError(f"corrupt checkpoint {out / rundir.STATE}: {exc}") from None
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
@@ -129,7 +135,7 @@ class Checkpoints:
 
     def kept(self) -> str:
         """What a divergence leaves behind, for its message."""
-        if (self.out / runs.STATE).exists():
+        if (self.out / rundir.STATE).exists():
             return f"The last good checkpoint in {self.out} was kept"
         return f"No checkpoint had been written to {self.out} yet"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.build import Network
 from cnnzoo.data.mix import Mix
-from cnnzoo.losses import LossFn
-from cnnzoo.training.devices import autocast
+from cnnzoo.model.build import Network
+from cnnzoo.model.devices import autocast
+from cnnzoo.training.losses import LossFn
 
 
 class TrainStep:

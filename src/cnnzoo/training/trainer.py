@@ -30,33 +30,33 @@ from typing import Any
 
 import torch
 
-from cnnzoo import runs
-from cnnzoo.budget import StepBudget
-from cnnzoo.build import Network, build_model
-from cnnzoo.callbacks import Callback, RunContext, default_callbacks
-from cnnzoo.config import ExperimentConfig
-from cnnzoo.cpu import choose_precision, keep_freed_memory
+from cnnzoo.config.experiment import ExperimentConfig
 from cnnzoo.data.augment import BatchTransform
 from cnnzoo.data.mix import mix_batch
 from cnnzoo.data.pipeline import Dataset, load_dataset, step_seed
-from cnnzoo.distributed import JOB_KEY, Distributed
-from cnnzoo.divergence import DivergenceGuard
 from cnnzoo.errors import CheckpointError, ConfigError
-from cnnzoo.files import atomic_write_text
-from cnnzoo.finetune import initialise_from
-from cnnzoo.losses import create_loss
-from cnnzoo.plan import Plan, last_weighted_layer, plan_experiment
-from cnnzoo.runlock import lock_run, releases_run_locks
-from cnnzoo.summary import format_summary
-from cnnzoo.training.devices import device_name, resolve_channels_last, resolve_device
+from cnnzoo.model.build import Network, build_model
+from cnnzoo.model.cpu import choose_precision, keep_freed_memory
+from cnnzoo.model.devices import device_name, resolve_channels_last, resolve_device
+from cnnzoo.model.plan import Plan, last_weighted_layer, plan_experiment
+from cnnzoo.model.summary import format_summary
+from cnnzoo.runs import rundir
+from cnnzoo.runs.initfrom import initialise_from
+from cnnzoo.runs.lock import lock_run, releases_run_locks
+from cnnzoo.training.budget import StepBudget
+from cnnzoo.training.callbacks import Callback, RunContext, default_callbacks
+from cnnzoo.training.distributed import JOB_KEY, Distributed
+from cnnzoo.training.divergence import DivergenceGuard
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.evaluation import Evaluation, evaluate
+from cnnzoo.training.losses import create_loss
 from cnnzoo.training.metrics import EpochMetrics, epoch_line, rate
 from cnnzoo.training.optim import create_optimizer, create_scheduler
 from cnnzoo.training.progress import EpochTally, Progress, StepLosses
 from cnnzoo.training.state import Checkpoints, Position, config_differences
 from cnnzoo.training.step import TrainStep
 from cnnzoo.training.stopping import Diverged, Interrupted, SignalStop
+from cnnzoo.utils.files import atomic_write_text
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Trainer:
         if resume is None and out is not None and dist.continues(out):
             # torchrun restarted us after a failure: continue the same run from its last
             # checkpoint, or start it over if it failed before writing one.
-            if (out / runs.STATE).exists():
+            if (out / rundir.STATE).exists():
                 resume = out
             else:
                 self.restarted_before_checkpoint = True
@@ -121,7 +121,7 @@ class Trainer:
             self._check_resumable(resume)
             self.out = resume
         elif out is not None and not self.restarted_before_checkpoint:
-            runs.check_new_run_dir(out)
+            rundir.check_new_run_dir(out)
         self.resume = resume
         if self.device_override is not None:
             train = replace(self.config.train, device=self.device_override)
@@ -137,9 +137,9 @@ class Trainer:
                 fix="add 'data: {dataset: fashion_mnist}' (or --set data.dataset=...)")
 
     def _check_resumable(self, resume: Path) -> None:
-        run = runs.open_run(resume)
-        if not (resume / runs.STATE).exists():
-            raise CheckpointError(f"{resume} has no {runs.STATE} to resume from")
+        run = rundir.open_run(resume)
+        if not (resume / rundir.STATE).exists():
+            raise CheckpointError(f"{resume} has no {rundir.STATE} to resume from")
         changed = config_differences(run.config, self.config)
         if changed:
             raise ConfigError(
@@ -159,7 +159,7 @@ class Trainer:
                                      seed=train.seed, data_root=self.data_root)
         _check_fits(self.plan, self.data, train.batch_size, dist)
         if self.out is None:
-            self.out = dist.broadcast_path(runs.default_run_dir(config.name,
+            self.out = dist.broadcast_path(rundir.default_run_dir(config.name,
                                                                 claim=dist.is_main))
         self._write_run_files()
         self._set_up_optimizer()
@@ -182,25 +182,25 @@ class Trainer:
         """A new run's config, summary and run.json; a resumed run's classes checked."""
         config, data, dist, out = self.config, self.data, self.dist, self.out
         if self.resume is not None:
-            stored = runs.open_run(out).classes
+            stored = rundir.open_run(out).classes
             if list(stored) != list(data.classes):
                 raise CheckpointError(
                     f"the dataset's classes differ from the run's: the run has {stored}, the "
                     f"data {list(data.classes)}")
             return
         if dist.is_main:
-            runs.claim_run_dir(out, restarted=self.restarted_before_checkpoint)
-            self.config = config = replace(config, versions=tuple(runs.versions().items()))
-            atomic_write_text(out / runs.CONFIG, config.to_yaml())
-            atomic_write_text(out / runs.SUMMARY, format_summary(self.plan) + "\n")
-            runs.write_json(out / runs.RUN, {
+            rundir.claim_run_dir(out, restarted=self.restarted_before_checkpoint)
+            self.config = config = replace(config, versions=tuple(rundir.versions().items()))
+            atomic_write_text(out / rundir.CONFIG, config.to_yaml())
+            atomic_write_text(out / rundir.SUMMARY, format_summary(self.plan) + "\n")
+            rundir.write_json(out / rundir.RUN, {
                 "name": config.name, "dataset": data.name, "classes": list(data.classes),
                 "mean": list(data.mean), "std": list(data.std),
                 "input": self.plan.input.as_list(), "train_samples": len(data.train),
                 "val_samples": len(data.val) if data.val is not None else 0,
                 "test_samples": len(data.test), "source": data.source,
                 "precision": self.precision,  # what auto chose here: eval repeats it
-                "command": runs.command_line(), JOB_KEY: dist.job,
+                "command": rundir.command_line(), JOB_KEY: dist.job,
             })
         dist.barrier()
 
@@ -217,8 +217,8 @@ class Trainer:
         self.budget = StepBudget(train.time_budget, self.steps_per_epoch * train.epochs)
         self.scheduler = create_scheduler(optimizer, train, self.steps_per_epoch,
                                           lambda: self.budget.total)
-        self.metrics_log = runs.CsvLog(out / runs.METRICS, runs.METRIC_FIELDS)
-        self.steps_log = runs.CsvLog(out / runs.STEPS, runs.STEP_FIELDS)
+        self.metrics_log = rundir.CsvLog(out / rundir.METRICS, rundir.METRIC_FIELDS)
+        self.steps_log = rundir.CsvLog(out / rundir.STEPS, rundir.STEP_FIELDS)
         if self.restarted_before_checkpoint and dist.is_main:
             self.metrics_log.truncate(0)
             self.steps_log.truncate(0)
@@ -406,7 +406,7 @@ class Trainer:
             self.metrics_log.append([row.csv_row()])
             for callback in self.callbacks:
                 callback.on_train_end(self.context, results, test, self.evaluated)
-            runs.write_json(self.out / runs.RESULTS, results)
+            rundir.write_json(self.out / rundir.RESULTS, results)
             self.progress.line(
                 f"test accuracy {test.accuracy:.2%}, loss {test.loss:.4f} on "
                 f"{test.samples:,} images; trained in {self.position.train_seconds:.1f}s "
@@ -434,7 +434,7 @@ class Trainer:
             "precision": self.precision, "precision_reason": self.precision_choice.reason,
             "channels_last": self.channels_last,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": runs.command_line(),
+            "command": rundir.command_line(),
         }
 
 
@@ -468,7 +468,7 @@ def fit(config: ExperimentConfig, *, out: Path | None = None, data_root: str | N
         stop_after_steps: int | None = None, callbacks: list[Callback] | None = None,
         init_from: str | None = None) -> TrainResult:
     """Train `config` into a run directory (or continue the run in `resume`). `init_from`
-    names trained weights to start from (cnnzoo.finetune)."""
+    names trained weights to start from (cnnzoo.runs.initfrom)."""
     return Trainer(config, out=out, data_root=data_root, device=device, resume=resume,
                    show_progress=show_progress, stop_after_steps=stop_after_steps,
                    callbacks=callbacks, init_from=init_from).run()

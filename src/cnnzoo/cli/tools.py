@@ -1,0 +1,238 @@
+"""The `cnnzoo` commands that read a trained run or an image: eval, predict, filter,
+compare, viz and export (registered on the app by cnnzoo.cli.app, in its order)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnzoo.cli.options import (
+    ConvImpl,
+    DeviceOption,
+    EvalSplit,
+    FixedKernel,
+    FreqShape,
+    PaddingMode,
+    PretrainedFlag,
+    RunSource,
+    TtaMode,
+    check_device,
+    run_dir_of,
+)
+
+
+def eval_(
+    source: RunSource,
+    split_choice: Annotated[
+        EvalSplit, typer.Option("--split", help="the split to evaluate (val: the part of train "
+                                "held out by data.val_split)")
+    ] = EvalSplit.test,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="look for the dataset here first")
+    ] = None,
+    device: DeviceOption = "auto",
+    pretrained: PretrainedFlag = False,
+    tta: Annotated[
+        TtaMode | None, typer.Option("--tta", help="test-time augmentation instead of the "
+                                     "run's train.tta (flip_shift: 10 views per image)")
+    ] = None,
+) -> None:
+    """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
+    from cnnzoo.tools.evaluate import evaluate_run
+
+    check_device(device)
+    split = split_choice.value
+    run_dir = run_dir_of(source, pretrained)
+    result, classes = evaluate_run(run_dir, split, data_root, device,
+                                   None if tta is None else tta.value)
+    per_class = result.per_class()
+    if as_json:
+        print(json.dumps({
+            "run": source, "split": split, "accuracy": result.accuracy,
+            "loss": result.loss, "samples": result.samples,
+            "per_class": dict(zip(classes, per_class, strict=True)),
+            "classes": classes, "confusion": result.confusion.tolist(),
+        }, indent=2))
+        return
+    from cnnzoo.utils.format import format_table
+
+    views = "" if tta is None else f" (tta {tta.value})"
+    print(f"{source} on {split}{views}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f}, "
+          f"{result.samples:,} images\n")
+    rows = [(name, f"{acc:.2%}", f"{int(result.confusion[i].sum()):,}")
+            for i, (name, acc) in enumerate(zip(classes, per_class, strict=True))]
+    print(format_table(("class", "accuracy", "images"), rows, {"accuracy", "images"}))
+    print("\nconfusion matrix (rows: true class, columns: predicted)")
+    header = ("", *(str(i) for i in range(len(classes))))
+    matrix = [(f"{i} {name}", *(str(int(v)) for v in result.confusion[i]))
+              for i, name in enumerate(classes)]
+    print(format_table(header, matrix, set(header[1:])))
+
+
+def predict(
+    source: RunSource,
+    images: Annotated[list[Path], typer.Argument(help="image files (png, jpg, ...)")],
+    top: Annotated[int, typer.Option("--top", "-t", min=1, help="classes to show")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    device: DeviceOption = "auto",
+    pretrained: PretrainedFlag = False,
+) -> None:
+    """The most likely classes, with probabilities, for image files (for a run trained
+    with the svm or margin loss: the class scores, which are not probabilities)."""
+    from cnnzoo.tools.predict import predict_files, unreadable
+
+    check_device(device)
+    results = predict_files(run_dir_of(source, pretrained), images, top, device)
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        for item in results:
+            if "top" in item:
+                guesses = ", ".join(
+                    f"{g['class']} {g['probability']:.1%}" if "probability" in g
+                    else f"{g['class']} score {g['score']:.3f}" for g in item["top"])
+                print(f"{item['image']}: {guesses}")
+    error = unreadable(results)  # every readable file is answered first
+    if error is not None:
+        raise error
+
+
+def filter_(
+    image: Annotated[Path, typer.Argument(help="a grayscale or RGB image file (png, jpg, ...)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the PNG grid to write")],
+    kernel_choices: Annotated[
+        list[FixedKernel] | None,
+        typer.Option("--kernel", "-k", help="a fixed kernel, one panel each (repeatable)"),
+    ] = None,
+    padding_mode: Annotated[
+        PaddingMode, typer.Option("--padding-mode", help="what the padding around the image "
+                                  "holds")
+    ] = PaddingMode.reflect,
+    impl: Annotated[
+        ConvImpl, typer.Option("--impl", help="direct convolution, through FFTs, or the faster "
+                               "of the two")
+    ] = ConvImpl.direct,
+    lowpass: Annotated[
+        list[float] | None,
+        typer.Option("--lowpass", help="a low-pass filter in frequency: the cutoff in cycles "
+                     "per pixel, in (0, 0.707]; Nyquist is 0.5 (repeatable)"),
+    ] = None,
+    highpass: Annotated[
+        list[float] | None,
+        typer.Option("--highpass", help="a high-pass filter: 1 - the low-pass (repeatable)"),
+    ] = None,
+    bandpass: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--bandpass", help="LOW HIGH: keep the frequencies between them"),
+    ] = None,
+    shape: Annotated[
+        FreqShape, typer.Option("--shape", help="the frequency filters' profile")
+    ] = FreqShape.gaussian,
+    spectrum: Annotated[
+        bool, typer.Option("--spectrum", help="add each panel's centred log-magnitude spectrum")
+    ] = False,
+    full_size: Annotated[
+        bool, typer.Option("--full-size", help="draw panels at the image's size, not shrunk to "
+                           "1024 pixels on the long side")
+    ] = False,
+) -> None:
+    """Apply classic kernels (blur, sharpen, edges) through cnnzoo's conv layer and
+    low-, high- or band-pass filters through its freq_filter layer to an image; write
+    the original and one panel per filter as one PNG."""
+    from cnnzoo.tools.filter import FrequencyOptions, write_filter_grid
+
+    kernels = [k.value for k in kernel_choices or []]
+    frequency = FrequencyOptions(tuple(lowpass or ()), tuple(highpass or ()),
+                                 (bandpass,) if bandpass else (), shape.value)
+    result = write_filter_grid(image, kernels, out, padding_mode.value, impl.value, frequency,
+                               spectrum, full_size)
+    for note in result.notes:
+        print(note)
+    count = len(result.panels) - 1
+    print(f"wrote {out} ({result.grid.width}x{result.grid.height}: the original and {count} "
+          f"filter{'' if count == 1 else 's'}{', with spectra' if spectrum else ''})")
+
+
+def compare(
+    run_dirs: Annotated[
+        list[str],
+        typer.Argument(help="run directories, or quoted patterns such as 'runs/*'"),
+    ],
+    plot: Annotated[
+        Path, typer.Option("--plot", help="where to draw test accuracy against parameters")
+    ] = Path("compare.png"),
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="draw nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Trained runs side by side: params, mult-adds, test accuracy, train time, device;
+    and a PNG of test accuracy against parameters (log scale)."""
+    from cnnzoo.tools.compare import (
+        compare_runs,
+        comparison_json,
+        format_comparison,
+        plot_comparison,
+    )
+
+    skipped: list[tuple[Path, str]] = []
+    rows = compare_runs(run_dirs, skipped)
+    for path, why in skipped:  # reported, and the rest compared
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    drawn = None if no_plot else plot_comparison(rows, plot)
+    if as_json:
+        print(json.dumps({"runs": comparison_json(rows), "plot": str(drawn) if drawn else None},
+                         indent=2))
+        return
+    print(format_comparison(rows))
+    if drawn is not None:
+        print(f"\nplot: {drawn}")
+
+
+def viz(
+    source: RunSource,
+    image: Annotated[Path, typer.Option("--image", "-i", help="an image file (png, jpg, ...)")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="a .png (one picture) or a directory (one per layer); "
+                     "default RUN_DIR/activations-IMAGE.png; with --pretrained "
+                     "./activations-NAME-IMAGE.png"),
+    ] = None,
+    device: DeviceOption = "auto",
+    pretrained: PretrainedFlag = False,
+) -> None:
+    """The activation volume of every conv, local and pool layer for one image, each a
+    grid of its depth slices (W x H x D as D tiles); for capsule networks also the
+    capsules' lengths and the decoder's reconstruction."""
+    from cnnzoo.tools.viz import visualize_run
+
+    check_device(device)
+    run_dir = run_dir_of(source, pretrained)
+    if out is None and pretrained:
+        out = Path(f"activations-{run_dir.name.rsplit('-', 1)[0]}-{image.stem}.png")
+    for path in visualize_run(run_dir, image, out, device):
+        print(path)
+
+
+def export(
+    source: RunSource,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx, torchscript or exported "
+                                     "(a torch.export .pt2)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the file to write")],
+    pretrained: PretrainedFlag = False,
+    with_preprocessing: Annotated[
+        bool, typer.Option("--with-preprocessing", help="take uint8 images N x C x H x W as "
+                           "the dataset stores them; the run's channels, resize, pad and "
+                           "normalisation happen inside the graph")
+    ] = False,
+) -> None:
+    """A trained network as a file that runs without cnnzoo (dynamic batch size), checked
+    against the PyTorch module before it is kept."""
+    from cnnzoo.tools.export import check_format, export_run
+
+    check_format(fmt)
+    result = export_run(run_dir_of(source, pretrained), fmt, out, with_preprocessing)
+    print(f"wrote {result.path} ({fmt}; input: {result.inputs})")

@@ -1,0 +1,2 @@
+"""Measurements that compare cnnzoo with an independent baseline: benchmarks,
+denoising, hand-written reference networks. Imports `training` and below."""

@@ -1,0 +1,92 @@
+"""Starting a training run from trained weights (`cnnzoo train --init-from`).
+
+Every tensor whose name and shape match the new network is copied; the rest stay at
+the new network's initialisation (say, a last layer with another number of classes).
+The start line says which is which, so a fine-tuning run never silently trains from
+scratch, and weights that fit nothing at all are an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.model.build import Network
+from cnnzoo.runs import rundir
+from cnnzoo.runs.checkpoint import load_weights
+
+
+@dataclass(frozen=True)
+class InitReport:
+    source: str
+    loaded: tuple[str, ...]  # state_dict names copied from the source
+    kept: tuple[str, ...]  # names left at initialisation, each with why
+
+    def line(self) -> str:
+        kept = "; ".join(self.kept) if self.kept else "nothing"
+        return (f"init from {self.source}: loaded {len(self.loaded)} tensors "
+                f"({', '.join(_layers(self.loaded))}); left at initialisation: {kept}")
+
+
+def _layers(names: tuple[str, ...]) -> list[str]:
+    """Module names in first-seen order: layers.1.weight and layers.1.bias -> layers.1."""
+    return list(dict.fromkeys(name.rsplit(".", 1)[0] for name in names))
+
+
+def source_tensors(source: str) -> dict[str, torch.Tensor]:
+    """Verified tensors of a run directory, a cnnzoo weights file (packed or a run's),
+    a bundled config's pretrained weights or an https://...#sha256= URL."""
+    from cnnzoo.runs.pretrained import PACKED_FORMAT, open_packed
+
+    path = Path(source)
+    if path.is_dir():
+        weights = path / rundir.WEIGHTS
+        if not weights.exists():
+            raise CnnzooError(f"--init-from {source}: the run directory has no {rundir.WEIGHTS} "
+                              "(training never finished an epoch)")
+        return load_weights(weights)[0]
+    if path.is_file():
+        tensors, meta = load_weights(path)
+        if meta.get("format") != PACKED_FORMAT:
+            return tensors
+    return open_packed(source).tensors
+
+
+def match_tensors(model: Network, tensors: dict[str, torch.Tensor],
+                  source: str) -> InitReport:
+    """Copy every tensor of `tensors` whose name and shape match into `model`."""
+    state = model.state_dict()
+    loaded, kept = [], []
+    for name, value in state.items():
+        given = tensors.get(name)
+        if given is None:
+            kept.append(f"{name} (not in the weights)")
+        elif tuple(given.shape) != tuple(value.shape):
+            kept.append(f"{name} (weights {list(given.shape)}, model {list(value.shape)})")
+        else:
+            with torch.no_grad():
+                value.copy_(given)
+            loaded.append(name)
+    if not [n for n in loaded if not n.endswith("num_batches_tracked")]:
+        theirs = ", ".join(f"{n} {list(t.shape)}" for n, t in list(tensors.items())[:6])
+        ours = ", ".join(f"{n} {list(t.shape)}" for n, t in list(state.items())[:6])
+        raise CnnzooError(
+            f"--init-from {source}: no layer of {model.plan.name} matches the weights by name "
+            f"and shape (the weights have {theirs or 'no tensors'}; the model has {ours}); "
+            "start from weights of a network with some of the same layers"
+        )
+    return InitReport(source, tuple(loaded), tuple(kept))
+
+
+def initialise_from(model: Network, source: str | None, say: bool = True) -> InitReport | None:
+    """Load the matching layers of `source` into a freshly built `model` and print the
+    start line (when `say`); nothing to do when `source` is None."""
+    if source is None:
+        return None
+    report = match_tensors(model, source_tensors(source), source)
+    if say:
+        print(report.line(), flush=True)
+    return report

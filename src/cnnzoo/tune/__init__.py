@@ -1,0 +1,2 @@
+"""Hyperparameter search on Optuna: the search space, the study, its report. Imports
+`training` and below."""

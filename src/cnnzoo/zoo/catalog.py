@@ -1,0 +1,105 @@
+"""`cnnzoo zoo`: the bundled configs, what they cost, and how well they did here.
+
+The accuracy comes from `results.json` next to the configs, which
+`scripts/zoo_results.py` writes from real training runs; a config without a
+measurement says so. A measurement whose parameters or mult-adds no longer match
+the config (the config changed since) is shown as stale, not as the config's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FULL_TRAIN_IMAGES = 54_000  # Fashion-MNIST's 60,000 less the 10% held out for validation
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    path: Path
+    dataset: str | None
+    input: str
+    params: int
+    macs: int
+    measured: dict[str, Any] | None
+    stale: bool  # measured, but the config has changed since
+
+    @property
+    def accuracy(self) -> float | None:
+        if self.measured is None or self.stale:
+            return None
+        return float(self.measured["test_accuracy"])
+
+
+def zoo_entries(directory: Path | None = None) -> list[ZooEntry]:
+    """Every config in `directory` (default: the bundled ones), planned, with its
+    measured result if there is one."""
+    from cnnzoo.config.bundled import bundled_configs, bundled_dir, read_measured
+    from cnnzoo.config.experiment import load_config
+    from cnnzoo.model.plan import plan_experiment
+
+    if directory is None:
+        configs = bundled_configs()
+        directory = bundled_dir()
+    else:
+        configs = {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+    measured = read_measured(directory)
+    entries = []
+    for name, path in configs.items():
+        config = load_config(path)
+        plan = plan_experiment(config)
+        record = measured.get(name)
+        stale = record is not None and (
+            record.get("params") != plan.total_params or record.get("macs") != plan.total_macs
+        )
+        entries.append(ZooEntry(name, path, config.data.dataset, str(plan.input),
+                                plan.total_params, plan.total_macs, record, stale))
+    return entries
+
+
+def measured_text(entry: ZooEntry) -> tuple[str, str]:
+    """(accuracy, what it was measured on) for the table."""
+    record = entry.measured
+    if record is None:
+        return "-", "not yet measured"
+    if entry.stale:
+        return "-", "stale: the config changed since it was measured"
+    epochs = record.get("epochs")
+    detail = str(record.get("dataset", "?")) + (" (adapted)" if record.get("adapted") else "")
+    if epochs:
+        detail += f", {epochs} epoch" + ("s" if epochs != 1 else "")
+    train_images = record.get("train_images")
+    if train_images is not None and train_images < FULL_TRAIN_IMAGES:
+        detail += f", {train_images:,} training images"
+    if record.get("date"):
+        detail += f", {record['date']}"
+    return f"{float(record['test_accuracy']):.2%}", detail
+
+
+def format_zoo(entries: list[ZooEntry]) -> str:
+    from cnnzoo.utils.format import format_table
+
+    header = ("name", "dataset", "input", "params", "mult-adds", "test acc", "measured on",
+              "weights")
+    rows = [
+        (e.name, e.dataset or "-", e.input, f"{e.params:,}", f"{e.macs:,}", *measured_text(e),
+         "yes" if pretrained_record(e) else "-")
+        for e in entries
+    ]
+    return format_table(header, rows, {"params", "mult-adds", "test acc"})
+
+
+def zoo_json(entries: list[ZooEntry]) -> list[dict[str, Any]]:
+    return [
+        {"name": e.name, "path": str(e.path), "dataset": e.dataset, "input": e.input,
+         "params": e.params, "macs": e.macs, "test_accuracy": e.accuracy,
+         "measured": e.measured, "stale": e.stale, "pretrained": pretrained_record(e)}
+        for e in entries
+    ]
+
+
+def pretrained_record(entry: ZooEntry) -> dict[str, Any] | None:
+    """The shipped weights' record (file, sha256, test_accuracy, ...), or None."""
+    return (entry.measured or {}).get("pretrained")

@@ -1,0 +1,181 @@
+"""docs/results.md and its plot, from the zoo's records (see `zoo_measure`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from cnnzoo.utils.format import format_seconds
+from cnnzoo.zoo.measure import BENCHMARK_URL, PUBLISHED, TRIO, machine_text
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _images(record: dict[str, Any]) -> str:
+    train, test = record.get("train_images"), record.get("test_images")
+    return "-" if train is None or test is None else f"{train:,} / {test:,}"
+
+
+def _accuracy(records: dict[str, dict[str, Any]], name: str) -> float | None:
+    record = records.get(name)
+    return None if record is None else float(record["test_accuracy"])
+
+
+def _trio_section(records: dict[str, dict[str, Any]], plot: str | None) -> list[str]:
+    lines = ["## MLP, locally-connected net and CNN at similar depth", ""]
+    lines += [
+        "The question cnnzoo started from: a fully connected network can in principle do "
+        "what a CNN does, at the price of far more parameters; a locally-connected network "
+        "(the CNN's windows without weight sharing) sits in between. `mlp` has three hidden "
+        "fc layers; `cnn-small-local` and `cnn-small` have the same two windowed layers, "
+        "pools and fc, and differ only in weight sharing.",
+        "",
+    ]
+    present = [name for name in TRIO if name in records]
+    if not present:
+        return [*lines, "None of them has been measured yet.", ""]
+    lines += ["| config | params | mult-adds | test accuracy | epochs |",
+              "|---|---:|---:|---:|---:|"]
+    for name in present:
+        r = records[name]
+        lines.append(f"| `{name}` | {r['params']:,} | {r['macs']:,} | "
+                     f"{_pct(r['test_accuracy'])} | {r['epochs']} |")
+    lines.append("")
+    cnn = records.get("cnn-small")
+    if cnn is not None:
+        for name in ("mlp", "cnn-small-local"):
+            other = records.get(name)
+            if other is None:
+                continue
+            ratio = other["params"] / cnn["params"]
+            points = 100 * (other["test_accuracy"] - cnn["test_accuracy"])
+            lines.append(f"- `{name}` has {ratio:,.1f}x the parameters of `cnn-small` and "
+                         f"{other['macs'] / cnn['macs']:,.2f}x its mult-adds; its test accuracy "
+                         f"is {abs(points):.2f} points {'higher' if points >= 0 else 'lower'}.")
+        lines.append("")
+    missing = [name for name in TRIO if name not in records]
+    if missing:
+        lines += [f"Not measured: {', '.join(f'`{m}`' for m in missing)}.", ""]
+    if plot:
+        lines += [f"![test accuracy against parameters]({plot})", "",
+                  "The plot shows every measured config; the three above are joined.", ""]
+    return lines
+
+
+def _published_section(records: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Next to the published Fashion-MNIST results", "",
+        "Published numbers from the benchmark table of the Fashion-MNIST repository "
+        f"([zalandoresearch/fashion-mnist]({BENCHMARK_URL}); Xiao, Rasul and Vollgraf 2017, "
+        "\"Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning "
+        "Algorithms\", arXiv:1708.07747). They are the submitters' own numbers, often from "
+        "much longer training; the maintainers list them without re-running them.", "",
+        "| published model | published test accuracy | submitted by | closest config here "
+        "| measured here |",
+        "|---|---:|---|---|---:|",
+    ]
+    best = max(records, key=lambda n: records[n]["test_accuracy"], default=None)
+    for item in PUBLISHED:
+        ours = next((n for n in item.closest if n in records), None)
+        if not item.closest:
+            ours = best
+        label = "-" if ours is None else f"`{ours}`" + (" (best here)" if not item.closest else "")
+        lines.append(f"| {item.model} | {item.accuracy:.2%} | {item.submitter} | {label} | "
+                     f"{_pct(_accuracy(records, ours) if ours else None)} |")
+    lines += ["", "CapsNet's own measurements (short CPU runs, step times, what `viz` "
+              "shows) are in [capsules.md](capsules.md); fashion-best's recipe, its hour and "
+              "what each part of it bought in [fashion-best.md](fashion-best.md).", ""]
+    if best is not None:
+        lines += _per_parameter(best, records[best])
+    return lines
+
+
+def _per_parameter(name: str, ours: dict[str, Any]) -> list[str]:
+    """The best config here against every published row, parameter for parameter."""
+    lines = [
+        f"### `{name}`, the best here, per parameter", "",
+        f"`{name}`: {ours['params']:,} parameters, {ours['macs']:,} mult-adds per image, "
+        f"{_pct(ours['test_accuracy'])} test accuracy after {ours['epochs']} epochs, "
+        f"{format_seconds(ours['wall_seconds'])} for the whole command on {ours['machine']}. "
+        "The table gives no parameter counts but CapsNet's; the others are counted from the "
+        "architectures it names.", "",
+        "| published model | params | counted as | params / ours | test accuracy "
+        "| points per 10x the parameters |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for item in PUBLISHED:
+        ratio = item.params / ours["params"]
+        points = 100 * (item.accuracy - ours["test_accuracy"])
+        # How much accuracy each tenfold of parameters bought over ours (log-scale slope).
+        slope = "-" if abs(ratio - 1) < 0.05 else f"{points / math.log10(ratio):+.2f}"
+        lines.append(f"| {item.model} | {item.params:,} | {item.params_source} | {ratio:,.2f}x "
+                     f"| {_pct(item.accuracy)} ({points:+.2f}) | {slope} |")
+    lines += ["", "In brackets: points above (+) or below (-) "
+              f"`{name}`'s {_pct(ours['test_accuracy'])}. The last column is the slope of the "
+              "line from ours to the row on a log scale of parameters: the points of accuracy "
+              "that each tenfold of parameters bought (or cost, when negative).", ""]
+    return lines
+
+
+def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
+                    skipped: dict[str, str], machine: dict[str, Any], budget: str,
+                    invocation: str, plot: str | None) -> str:
+    """docs/results.md from the measured records (by config name, shown in `order`)."""
+    lines = [
+        "# Measured results", "",
+        "Written by `scripts/zoo_results.py`; every number below comes from a `cnnzoo train` "
+        "run on the real Fashion-MNIST started by that script, with the date and exact command "
+        "of each row. The whole set is 54,000 training images (10% of the 60,000 are held out "
+        "for validation) and 10,000 test images, used once, at the end. This file was last "
+        "written by:", "",
+        f"    {invocation}", "",
+        "which keeps the rows of configs it did not train (`--only`), each with its own date and "
+        "command; `.venv/bin/python scripts/zoo_results.py --fresh` measures them all again.", "",
+        f"- Machine of this run: {machine_text(machine)}, Python {machine['python']}, "
+        f"cnnzoo {machine['cnnzoo']}",
+        f"- Budget: {budget}",
+        "- `adapted`: a config written for another 10-class dataset, trained here on "
+        "Fashion-MNIST made to fit its input (CIFAR-10's 32x32x3: zero-padded by 2 and "
+        "repeated over 3 channels).", "",
+    ]
+    shown = [n for n in order if n in records] + sorted(n for n in records if n not in order)
+    if shown:
+        lines += ["| config | params | mult-adds | test accuracy | epochs | train / test images "
+                  "| train time | wall time | date | machine |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        for name in shown:
+            r = records[name]
+            note = " (adapted)" if r["adapted"] else ""
+            lines.append(
+                f"| `{name}`{note} | {r['params']:,} | {r['macs']:,} | "
+                f"{_pct(r['test_accuracy'])} | {r['epochs']} | {_images(r)} | "
+                f"{format_seconds(r['train_seconds'])} | {format_seconds(r['wall_seconds'])} | "
+                f"{r['date']} | {r['machine']} |")
+        lines += ["", "Commands:", ""]
+        lines += [f"- `{name}`: `{records[name]['command']}`" for name in shown]
+        lines.append("")
+    else:
+        lines += ["Nothing has been measured yet.", ""]
+    lines += _trio_section(records, plot)
+    lines += _published_section(records)
+    if skipped:
+        lines += ["## Not measured in this run", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in skipped.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_records(records: dict[str, dict[str, Any]], path: Path) -> Path | None:
+    from cnnzoo.utils import pictures
+
+    points = [pictures.Point(name, int(r["params"]), float(r["test_accuracy"]), name in TRIO)
+              for name, r in sorted(records.items())]
+    if not points:
+        return None
+    figure = pictures.accuracy_params_figure(
+        points, "Fashion-MNIST test accuracy against parameters",
+        highlight_label="MLP, locally-connected, CNN")
+    return pictures.save_png(figure, path)
