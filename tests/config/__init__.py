@@ -1,0 +1,1 @@
+"""Tests of the experiment file: parsing, errors, overrides, bundled configs."""

@@ -1,0 +1,1 @@
+"""Tests of datasets, fake files, subsets, mixing."""

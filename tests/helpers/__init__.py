@@ -1,0 +1,1 @@
+"""Shared test helpers: running the CLI, writing fake data files."""

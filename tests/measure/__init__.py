@@ -1,0 +1,1 @@
+"""Tests of measurements against baselines and the scripts that make them."""

@@ -1,0 +1,1 @@
+"""Tests of the plan, the builder, the summary, the language as a whole."""

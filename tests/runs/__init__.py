@@ -1,0 +1,1 @@
+"""Tests of the run directory, its lock, checkpoints, pretrained weights."""

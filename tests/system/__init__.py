@@ -1,0 +1,2 @@
+"""Tests of promises that cross packages: reliability, untrusted input, structure,
+packaging, the README."""

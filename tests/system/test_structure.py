@@ -1,0 +1,168 @@
+"""The shape of the code itself: no import cycles among cnnzoo's modules (counting
+imports inside functions and under TYPE_CHECKING), and the commands that only read
+configs answer without importing torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every cnnzoo module and the cnnzoo modules it imports anywhere in its text."""
+    paths = {_module_name(p): p for p in (SRC / "cnnzoo").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                for alias in node.names:
+                    # `from cnnzoo import runs` imports the module cnnzoo.runs.rundir
+                    full = f"{base}.{alias.name}"
+                    deps.add(full if full in paths else base)
+        graph[name] = {d for d in deps if d in paths and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_graph_sees_imports_inside_functions() -> None:
+    graph = import_graph()
+    # cli imports every command's implementation inside the command's function
+    assert "cnnzoo.model.plan" in graph["cnnzoo.cli.app"]
+    assert "cnnzoo.layers.spec" in graph["cnnzoo.layers.registry"]
+
+
+def test_no_import_cycles() -> None:
+    found = cycles(import_graph())
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def _commands() -> list[str]:
+    from cnnzoo.cli.app import app
+
+    return [c.name or c.callback.__name__ for c in app.registered_commands]
+
+
+TORCH_FREE = [
+    ["--help"],
+    *([name, "--help"] for name in _commands()),
+    ["summary", "--config", "lenet5"],
+    ["summary", "--config", "lenet5", "--json"],
+    ["layers"],
+    ["schema"],
+    ["zoo"],
+    ["summary", "--config", "lenet5", "--set", "train.epochs=0"],  # a config error
+    ["summary", "--config", "no-such-config"],
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", TORCH_FREE, ids=" ".join)
+def test_command_does_not_import_torch(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from cnnzoo.cli.app import run\n"
+        f"code = run({argv!r})\n"
+        "print('TORCH', 'torch' in sys.modules, code, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("TORCH False"), done.stderr[-2000:]
+    expected = 2 if any(a in ("train.epochs=0", "no-such-config") for a in argv) else 0
+    assert last.endswith(str(expected)), done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_check_itself_sees_torch() -> None:
+    """The same check on a command that builds a network does see torch."""
+    code = ("import sys\nimport cnnzoo\n"
+            "cnnzoo.build_model(cnnzoo.plan_experiment(cnnzoo.load_config('lenet5')))\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def _too_long(paths: list[Path], module_limit: int,
+              function_limit: int | None) -> list[str]:
+    found = []
+    for path in paths:
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > module_limit:
+            found.append(f"{path.name}: {lines} lines")
+        if function_limit is None:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > function_limit:
+                    found.append(f"{path.name}: {node.name} is {length} lines")
+    return found
+
+
+def test_modules_and_functions_are_short() -> None:
+    """Modules of at most 500 lines and functions of at most 80 in src/cnnzoo, so that
+    each part can be read whole; the scripts stay thin drivers (under 250 lines)."""
+    assert _too_long(sorted((SRC / "cnnzoo").rglob("*.py")), 500, 80) == []
+    scripts = sorted((SRC.parent / "scripts").glob("*.py"))
+    assert scripts
+    assert _too_long(scripts, 249, None) == []

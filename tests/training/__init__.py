@@ -1,0 +1,1 @@
+"""Tests of the trainer and everything it uses."""
