@@ -1,0 +1,75 @@
+"""`cnnzoo tune`: a hyperparameter search, each trial an ordinary run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnzoo.cli.options import (
+    ConfigOption,
+    SetOption,
+)
+from cnnzoo.errors import CnnzooError
+
+
+def tune(
+    config: ConfigOption,
+    space: Annotated[str, typer.Option("--space", help="a search space file (YAML), or the "
+                                       "name of a bundled one (configs/spaces)")],
+    overrides: SetOption = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="finished trials the study ends with, "
+                                 "in total (default: the space's trials)"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="worker processes on this machine, "
+                          "sharing its cores")
+    ] = 1,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="an Optuna storage URL (e.g. "
+                                 "postgresql://host/db) or journal:PATH; default: "
+                                 "sqlite in OUT")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="the study's name (default: the config's)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="directory for the trials and the report "
+                                  "(default tune/NAME)")
+    ] = None,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="look for the dataset here first")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps")] = None,
+    heartbeat: Annotated[
+        int, typer.Option("--heartbeat", min=1, help="seconds between a worker's signs of "
+                          "life; a trial silent for 3x this is failed and run again")
+    ] = 10,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Search hyperparameters with Optuna (TPE, median pruning): each trial is a run in
+    OUT/trials/; the same command again continues the study. A space file:
+
+    trials: 24 / objective: val_accuracy / space: {train.optimizer.lr: {low: 1.0e-4,
+    high: 0.1, log: true}, model.layers[1].conv.kernel: [3, 5, 7]}"""
+    import importlib.util
+    import os
+
+    from cnnzoo.config.experiment import load_config
+
+    if importlib.util.find_spec("optuna") is None:
+        raise CnnzooError("cnnzoo tune needs Optuna: pip install '.[tune]'")
+    from cnnzoo.tune.study import TuneSettings, default_storage
+    from cnnzoo.tune.study import tune as run_tune
+
+    name = load_config(config, overrides or []).name
+    out = out if out is not None else Path("tune") / name
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    run_tune(TuneSettings(
+        config=config, base=tuple(overrides or []), space_path=str(space), out=out,
+        storage=storage or default_storage(out), study=study or name, trials=trials or 0,
+        workers=workers, threads=max(1, (cores or 1) // workers), heartbeat=heartbeat,
+        data_root=data_root, device=device,
+    ), show_progress=not quiet)
