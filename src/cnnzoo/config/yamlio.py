@@ -189,14 +189,7 @@ class _Converter:
                     node,
                     _PLAIN,
                 )
-            try:
-                return self.loader.construct_object(node, deep=True)
-            except ValueError:  # Python refuses to convert integers of over 4300 digits
-                raise self.error(
-                    f"the value {node.value[:20]}... ({len(node.value):,} characters) cannot "
-                    "be read as a number",
-                    node,
-                ) from None
+            return self.scalar(node)
         if not isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
             raise self.error(f"unsupported YAML node {type(node).__name__}", node)
         if id(node) in self.open:
@@ -207,6 +200,17 @@ class _Converter:
             return self.convert_collection(node, path)
         finally:
             self.open.discard(id(node))
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        """A scalar value or mapping key as YAML reads it."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except ValueError:  # Python refuses to convert integers of over 4300 digits
+            raise self.error(
+                f"the value {node.value[:20]}... ({len(node.value):,} characters) cannot "
+                "be read as a number",
+                node,
+            ) from None
 
     def convert_collection(self, node: yaml.CollectionNode, path: Path_) -> Any:
         if isinstance(node, yaml.SequenceNode):
@@ -235,7 +239,7 @@ class _Converter:
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALAR_TAGS:
                 raise self.error("mapping keys must be plain names", key_node)
-            key = self.loader.construct_object(key_node)
+            key = self.scalar(key_node)
             if not isinstance(key, str):
                 raise self.error(
                     f"mapping keys must be names, got {key!r}",
