@@ -45,7 +45,8 @@ def onnx_session(path: Path, threads: int) -> Callable[[torch.Tensor], object]:
 def measure(name: str, seconds: float) -> dict[str, object]:
     from cnnzoo.runs import rundir
     from cnnzoo.runs.load import evaluate_run, load_run_model
-    from cnnzoo.runs.pretrained import bundled_record, unpack
+    from cnnzoo.runs.pretrained import unpack
+    from cnnzoo.runs.shipped import bundled_record
     from cnnzoo.tools.export import FORMATS, export_run
 
     record = bundled_record(name)
@@ -94,7 +95,7 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cnnzoo.runs.pretrained import bundled_with_weights
+    from cnnzoo.runs.shipped import bundled_with_weights
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME")

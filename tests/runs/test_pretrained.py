@@ -19,7 +19,9 @@ from cnnzoo.config.bundled import read_measured, write_measured
 from cnnzoo.runs import rundir
 from cnnzoo.runs.initfrom import initialise_from
 from cnnzoo.runs.load import load_run_model
-from cnnzoo.runs.pretrained import PACKED_FORMAT, open_packed, pack_for_zoo, pack_run
+from cnnzoo.runs.packed import PACKED_FORMAT
+from cnnzoo.runs.pretrained import open_packed
+from cnnzoo.runs.publish import pack_for_zoo, pack_run
 from cnnzoo.training.trainer import fit
 from tests.helpers.common import ROOT, write
 from tests.helpers.datafiles import class_images, write_mnist
@@ -93,12 +95,12 @@ def zoo_with_weights(tmp_path: Path, run: Path) -> tuple[Path, dict]:
 
 def test_the_zoo_does_not_ship_weights_over_the_size_limit(tmp_path, trained_run,
                                                           monkeypatch, capsys):
-    import cnnzoo.runs.pretrained as pretrained
+    import cnnzoo.runs.publish as publish
 
     record = {"command": "c", "machine": "m", "date": "d"}
     kept = pack_for_zoo(trained_run, [], tmp_path, record)
     assert kept is not None and (tmp_path / kept["file"]).exists()
-    monkeypatch.setattr(pretrained, "MAX_SHIPPED_BYTES", kept["bytes"] - 1)
+    monkeypatch.setattr(publish, "MAX_SHIPPED_BYTES", kept["bytes"] - 1)
     assert pack_for_zoo(trained_run, [], tmp_path, record) is None
     assert not (tmp_path / kept["file"]).exists()  # neither written nor left behind
     assert "weights not shipped" in capsys.readouterr().out

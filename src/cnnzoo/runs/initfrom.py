@@ -39,7 +39,8 @@ def _layers(names: tuple[str, ...]) -> list[str]:
 def source_tensors(source: str) -> dict[str, torch.Tensor]:
     """Verified tensors of a run directory, a cnnzoo weights file (packed or a run's),
     a bundled config's pretrained weights or an https://...#sha256= URL."""
-    from cnnzoo.runs.pretrained import PACKED_FORMAT, open_packed
+    from cnnzoo.runs.packed import PACKED_FORMAT
+    from cnnzoo.runs.pretrained import open_packed
 
     path = Path(source)
     if path.is_dir():

@@ -203,7 +203,7 @@ def measure_config(m: Measurement, name: str) -> None:
     m.records[name] = zoo_measure.make_record(results, info, command, adapted.adaptation, wall,
                                               m.machine, run_date, m.prefix)
     if options.update_configs:
-        from cnnzoo.runs.pretrained import pack_for_zoo
+        from cnnzoo.runs.publish import pack_for_zoo
 
         m.records[name]["pretrained"] = pack_for_zoo(out, adapted.adaptation,
                                                      options.configs_dir, m.records[name])
