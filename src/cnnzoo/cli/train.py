@@ -105,6 +105,7 @@ def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
         from cnnzoo.runs.lock import refuse_live
 
         refuse_live(resume, "resume")
+        rundir.refuse_finished(resume)
         args += ["--resume", str(resume)]
     else:
         out = out if out is not None else rundir.default_run_dir(cfg.name)

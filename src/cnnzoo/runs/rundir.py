@@ -27,7 +27,7 @@ from typing import Any
 from cnnzoo.config.experiment import ExperimentConfig, load_config
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
 from cnnzoo.runs.lock import RunLock, claim_new_run_dir, lock_run, refuse_live
-from cnnzoo.utils.files import atomic_write_bytes, atomic_write_text
+from cnnzoo.utils.files import atomic_write_bytes, atomic_write_text, check_writable
 
 CONFIG = "config.yaml"
 RUN = "run.json"
@@ -103,6 +103,21 @@ def check_new_run_dir(path: Path) -> None:
         raise CnnzooError(
             f"--out {path} already holds a run; continue it with `cnnzoo train --resume {path}` "
             "or choose another --out"
+        )
+    check_writable(path, folder=True)
+
+
+def refuse_finished(path: Path) -> None:
+    """Refuse to resume a run that has been tested: a resume could only test it again
+    and rewrite its results.json, metrics.csv and pictures. Its config cannot change on
+    a resume, so there is nothing left for it to train."""
+    if (path / RESULTS).exists():
+        quoted = shlex.quote(str(path))
+        raise CnnzooError(
+            f"cannot resume {path}: the run is finished (its {RESULTS} holds its test "
+            f"result) and is left as it is; evaluate it with `cnnzoo eval {quoted}`, or "
+            f"train on from its weights in a new run with `cnnzoo train --config "
+            f"{quoted}/{CONFIG} --init-from {quoted} --out NEW_DIR`"
         )
 
 

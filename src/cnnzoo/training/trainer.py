@@ -115,6 +115,8 @@ class Trainer:
                 resume = out
             else:
                 self.restarted_before_checkpoint = True
+        if self.resume is not None:
+            rundir.refuse_finished(self.resume)
         if resume is not None:
             if dist.is_main:  # rank 0 holds the run; a torchrun restart takes it over
                 lock_run(resume, "resume")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -62,6 +63,44 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def check_writable(path: str | Path, option: str = "--out", *, folder: bool = False) -> None:
+    """Refuse an output that cannot be written, before the work that would fill it.
+
+    `path` is a file to write, or with `folder` a directory to create or write into.
+    The nearest folder that exists is tried with a real file, created and removed at
+    once: permission bits, a read-only filesystem, /proc and quotas each answer in their
+    own way, and only trying tells them all apart (root may write where the bits say no).
+    """
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise CnnzooError(f"{option} {path} is a directory; give a file name")
+    if path.exists() and not path.is_dir() and folder:
+        raise CnnzooError(f"{option} {path} is a file; give a directory")
+    base = path if folder else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise CnnzooError(f"{option} {path}: {base} is a file, not a folder; choose another "
+                          f"{option}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cnnzoo-write-check-", dir=base)
+    except OSError as exc:
+        raise CnnzooError(f"{option} {path} cannot be written: {_why(exc, base)}; choose "
+                          f"another {option}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _why(exc: OSError, base: Path) -> str:
+    if exc.errno == errno.EROFS:
+        return f"{base} is on a read-only filesystem"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to create files in {base}"
+    if exc.errno == errno.ENOENT:  # /proc, /sys: folders that hold no files of ours
+        return f"{base} does not take new files"
+    return f"{base}: {exc.strerror or exc}"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
