@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import CheckpointError
+from cnnzoo.runs.fit import check_fit
 from cnnzoo.utils.files import atomic_write_bytes
 
 FORMAT = "cnnzoo-weights-2"
@@ -125,33 +126,10 @@ def parse_weights(data: bytes, path: Path) -> tuple[dict[str, torch.Tensor], dic
     return tensors, meta
 
 
-def check_compatible(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Refuse weights whose tensors do not fit `model`, naming every mismatch."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    given = {k: tuple(v.shape) for k, v in tensors.items()}
-    problems = []
-    for name in expected.keys() - given.keys():
-        problems.append(f"{name} {list(expected[name])} is missing from the weights")
-    for name in given.keys() - expected.keys():
-        problems.append(f"{name} {list(given[name])} is not in the model")
-    for name in expected.keys() & given.keys():
-        if expected[name] != given[name]:
-            problems.append(
-                f"{name}: the weights have {list(given[name])}, the model {list(expected[name])}"
-            )
-    if problems:
-        problems.sort()
-        shown = "; ".join(problems[:12]) + (f"; and {len(problems) - 12} more"
-                                            if len(problems) > 12 else "")
-        raise CheckpointError(
-            f"the weights in {source} do not fit the model of the config: {shown}"
-        )
-
-
 def load_into(model: nn.Module, path: Path) -> dict[str, str]:
     """Load verified weights into `model`; returns the file's metadata."""
     tensors, meta = load_weights(path)
-    check_compatible(model, tensors, path)
+    check_fit(model, tensors, path)
     model.load_state_dict(tensors)
     return meta
 

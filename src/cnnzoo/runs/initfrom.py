@@ -17,6 +17,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.model.build import Network
 from cnnzoo.runs import rundir
 from cnnzoo.runs.checkpoint import load_weights
+from cnnzoo.runs.fit import tensor_fit
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,15 @@ def match_tensors(model: Network, tensors: dict[str, torch.Tensor],
                   source: str) -> InitReport:
     """Copy every tensor of `tensors` whose name and shape match into `model`."""
     state = model.state_dict()
-    loaded, kept = [], []
-    for name, value in state.items():
-        given = tensors.get(name)
-        if given is None:
-            kept.append(f"{name} (not in the weights)")
-        elif tuple(given.shape) != tuple(value.shape):
-            kept.append(f"{name} (weights {list(given.shape)}, model {list(value.shape)})")
-        else:
-            with torch.no_grad():
-                value.copy_(given)
-            loaded.append(name)
+    fit = tensor_fit(model, tensors)
+    loaded = fit.matching()
+    copied = set(loaded)
+    with torch.no_grad():
+        for name in loaded:
+            state[name].copy_(tensors[name])
+    kept = [f"{name} (not in the weights)" if name not in fit.given
+            else f"{name} (weights {list(fit.given[name])}, model {list(shape)})"
+            for name, shape in fit.model.items() if name not in copied]
     if not [n for n in loaded if not n.endswith("num_batches_tracked")]:
         theirs = ", ".join(f"{n} {list(t.shape)}" for n, t in list(tensors.items())[:6])
         ours = ", ".join(f"{n} {list(t.shape)}" for n, t in list(state.items())[:6])

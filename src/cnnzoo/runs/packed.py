@@ -29,6 +29,7 @@ from cnnzoo.errors import CheckpointError
 from cnnzoo.model.build import Network
 from cnnzoo.model.build import build_model as build_network
 from cnnzoo.runs.checkpoint import parse_weights, tensors_digest
+from cnnzoo.runs.fit import check_fit
 
 PACKED_FORMAT = "cnnzoo-pretrained-1"
 # What a packed file's header keeps of the run's run.json.
@@ -115,15 +116,7 @@ def load_packed(model: Network, tensors: dict[str, torch.Tensor], source: Path) 
     """Load packed tensors into `model`, whose config rebuilt what the file leaves out."""
     fresh = model.state_dict()
     params = dict(model.named_parameters())
-    missing = [name for name, value in fresh.items()
-               if name not in tensors and not recomputable(name, params, value, fresh)]
-    unexpected = sorted(set(tensors) - set(fresh))
-    wrong = sorted(n for n in set(tensors) & set(fresh) if tensors[n].shape != fresh[n].shape)
-    if missing or unexpected or wrong:
-        problems = ([f"{n} is missing" for n in sorted(missing)]
-                    + [f"{n} is not in the model" for n in unexpected]
-                    + [f"{n}: {list(tensors[n].shape)} vs the model's {list(fresh[n].shape)}"
-                       for n in wrong])
-        raise CheckpointError(f"the weights in {source} do not fit the model: "
-                              + "; ".join(problems[:12]))
+    rebuilt = [name for name, value in fresh.items()
+               if recomputable(name, params, value, fresh)]
+    check_fit(model, tensors, source, optional=rebuilt)
     model.load_state_dict(tensors, strict=False)

@@ -19,13 +19,8 @@ from torch import nn
 from cnnzoo.config.experiment import ExperimentConfig, to_plain
 from cnnzoo.errors import CheckpointError
 from cnnzoo.runs import rundir
-from cnnzoo.runs.checkpoint import (
-    check_compatible,
-    load_state,
-    load_weights,
-    save_state,
-    save_weights,
-)
+from cnnzoo.runs.checkpoint import load_state, load_weights, save_state, save_weights
+from cnnzoo.runs.fit import check_fit
 from cnnzoo.training.distributed import Distributed
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.stopping import Diverged
@@ -108,11 +103,11 @@ class Checkpoints:
         out, model = self.out, self.model
         state = load_state(out / rundir.STATE)
         tensors, _ = load_weights(out / rundir.WEIGHTS)  # verified, though the state's are used
-        check_compatible(model, tensors, out / rundir.WEIGHTS)
+        check_fit(model, tensors, out / rundir.WEIGHTS)
         saved = state.get("model")
         if not isinstance(saved, dict):
             raise CheckpointError(f"corrupt checkpoint {out / rundir.STATE}: it holds no weights")
-        check_compatible(model, saved, out / rundir.STATE)
+        check_fit(model, saved, out / rundir.STATE)
         model.load_state_dict(saved)
         model.to(device)
         try:
