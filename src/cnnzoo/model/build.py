@@ -83,7 +83,7 @@ def build_layer(plan: LayerPlan) -> nn.Module:
     return plan.spec.build(plan, build_layer)
 
 
-def build_model(config_or_path: ExperimentConfig | Plan | str | Path) -> Network:
+def build_network(config_or_path: ExperimentConfig | Plan | str | Path) -> Network:
     """The `nn.Module` of an experiment: a config, a plan, a file path or a bundled name
     (with trained weights: `cnnzoo.build_model(..., pretrained=...)`, cnnzoo.runs.pretrained)."""
     if isinstance(config_or_path, Plan):

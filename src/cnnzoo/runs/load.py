@@ -10,7 +10,7 @@ import torch
 from cnnzoo.config.experiment import ExperimentConfig, load_config
 from cnnzoo.data.augment import BatchTransform
 from cnnzoo.errors import CheckpointError
-from cnnzoo.model.build import Network, build_model
+from cnnzoo.model.build import Network, build_network
 from cnnzoo.model.devices import resolve_channels_last, resolve_precision
 from cnnzoo.model.plan import plan_experiment
 from cnnzoo.runs import rundir
@@ -22,7 +22,7 @@ def load_run_model(run: rundir.Run, device: torch.device) -> Network:
     trained in, in eval mode."""
     plan = plan_experiment(run.config)
     rundir.check_fits_network(run, plan.output.depth, plan.input.as_list())
-    model = build_model(plan)
+    model = build_network(plan)
     weights = run.path / rundir.WEIGHTS
     if not weights.exists():
         raise CheckpointError(f"{run.path} has no {rundir.WEIGHTS}: training never finished "

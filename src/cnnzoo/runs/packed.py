@@ -26,8 +26,7 @@ from torch import nn
 
 from cnnzoo.config.experiment import ExperimentConfig, parse_config
 from cnnzoo.errors import CheckpointError
-from cnnzoo.model.build import Network
-from cnnzoo.model.build import build_model as build_network
+from cnnzoo.model.build import Network, build_network
 from cnnzoo.runs.checkpoint import parse_weights, tensors_digest
 from cnnzoo.runs.fit import check_fit
 

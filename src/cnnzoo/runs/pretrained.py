@@ -16,8 +16,7 @@ from pathlib import Path
 
 from cnnzoo.config.experiment import ExperimentConfig
 from cnnzoo.errors import CnnzooError
-from cnnzoo.model.build import Network
-from cnnzoo.model.build import build_model as build_network
+from cnnzoo.model.build import Network, build_network
 from cnnzoo.model.plan import Plan
 from cnnzoo.runs import rundir
 from cnnzoo.runs.checkpoint import save_weights
@@ -99,7 +98,7 @@ def unpack(source: str) -> Path:
 def build_model(config_or_path: ExperimentConfig | Plan | str | Path,
                 pretrained: bool | str = False) -> Network:
     """`cnnzoo.build_model`: the `nn.Module` of an experiment (a config, a plan, a file
-    path or a bundled name), untrained, as `cnnzoo.model.build.build_model` makes it.
+    path or a bundled name), untrained, as `cnnzoo.model.build.build_network` makes it.
 
     `pretrained=True` (with a bundled config's name) returns it with its shipped trained
     weights, verified, in eval mode; a string names the weights instead: a packed

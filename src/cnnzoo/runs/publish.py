@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.errors import CheckpointError
-from cnnzoo.model.build import build_model as build_network
+from cnnzoo.model.build import build_network
 from cnnzoo.runs import rundir
 from cnnzoo.runs.checkpoint import load_into
 from cnnzoo.runs.packed import pack_bytes

@@ -35,7 +35,7 @@ from cnnzoo.data.augment import BatchTransform
 from cnnzoo.data.mix import mix_batch
 from cnnzoo.data.pipeline import Dataset, load_dataset, step_seed
 from cnnzoo.errors import CheckpointError, ConfigError
-from cnnzoo.model.build import Network, build_model
+from cnnzoo.model.build import Network, build_network
 from cnnzoo.model.cpu import choose_precision, keep_freed_memory
 from cnnzoo.model.devices import device_name, resolve_channels_last, resolve_device
 from cnnzoo.model.plan import Plan, last_weighted_layer, plan_experiment
@@ -175,7 +175,7 @@ class Trainer:
         """The network, initialised from the seed, or from `init_from`'s trained weights
         (a resumed run has its own)."""
         torch.manual_seed(self.config.train.seed)
-        model = build_model(plan)
+        model = build_network(plan)
         initialise_from(model, None if self.resume is not None else self.init_from,
                         self.dist.is_main)
         return model

@@ -133,7 +133,7 @@ def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
     by the library's own `TrainStep`, so the timer and training cannot drift apart."""
     import torch
 
-    from cnnzoo.model.build import build_model
+    from cnnzoo.model.build import build_network
     from cnnzoo.model.devices import resolve_channels_last, resolve_device, resolve_precision
     from cnnzoo.training.losses import create_loss
     from cnnzoo.training.optim import create_optimizer
@@ -143,7 +143,7 @@ def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
     torch_device = resolve_device(device)
     precision = resolve_precision(train.precision, torch_device)
     torch.manual_seed(0)
-    model = build_model(plan).to(torch_device).train()
+    model = build_network(plan).to(torch_device).train()
     # The layout training will use: `auto` is a string, not a yes.
     channels_last = resolve_channels_last(train.channels_last, plan, torch_device)
     memory = torch.channels_last if channels_last else torch.contiguous_format
