@@ -1,5 +1,5 @@
 """A loss that blows up but stays finite stops the run like a NaN loss: the rule in
-cnnzoo.training.divergence, the message, the checkpoint kept, exit code 2, and the switch."""
+cnnzoo.training.stopping, the message, the checkpoint kept, exit code 2, and the switch."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from cnnzoo.config.experiment import DivergenceConfig
 from cnnzoo.runs.checkpoint import load_state, load_weights
 from cnnzoo.training import trainer
 from cnnzoo.training.callbacks import Callback
-from cnnzoo.training.divergence import DivergenceGuard
-from cnnzoo.training.stopping import Diverged, Interrupted
+from cnnzoo.training.stopping import Diverged, DivergenceGuard, Interrupted
 from cnnzoo.training.trainer import fit
 from tests.helpers.common import write
 

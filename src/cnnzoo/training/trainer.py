@@ -46,7 +46,6 @@ from cnnzoo.runs.lock import lock_run, releases_run_locks
 from cnnzoo.training.budget import StepBudget
 from cnnzoo.training.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.training.distributed import JOB_KEY, Distributed
-from cnnzoo.training.divergence import DivergenceGuard
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.evaluation import Evaluation, evaluate
 from cnnzoo.training.losses import create_loss
@@ -55,7 +54,7 @@ from cnnzoo.training.optim import create_optimizer, create_scheduler
 from cnnzoo.training.progress import EpochTally, Progress, StepLosses
 from cnnzoo.training.state import Checkpoints, Position, config_differences
 from cnnzoo.training.step import TrainStep
-from cnnzoo.training.stopping import Diverged, Interrupted, SignalStop
+from cnnzoo.training.stopping import Diverged, DivergenceGuard, Interrupted, SignalStop
 from cnnzoo.utils.files import atomic_write_text
 
 
