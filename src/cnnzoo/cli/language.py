@@ -90,6 +90,7 @@ def schema(
     if out is None:
         print(text, end="")
     else:
-        from cnnzoo.utils.files import atomic_write_text
+        from cnnzoo.utils.files import atomic_write_text, check_writable
 
+        check_writable(out)
         atomic_write_text(out, text)

@@ -177,7 +177,10 @@ def compare(
         format_comparison,
         plot_comparison,
     )
+    from cnnzoo.utils.files import check_writable
 
+    if not no_plot:
+        check_writable(plot, "--plot")
     skipped: list[tuple[Path, str]] = []
     rows = compare_runs(run_dirs, skipped)
     for path, why in skipped:  # reported, and the rest compared

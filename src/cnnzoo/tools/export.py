@@ -34,6 +34,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.layers.shapes import Volume
 from cnnzoo.model.build import Network
 from cnnzoo.runs import rundir
+from cnnzoo.utils.files import check_writable
 
 FORMATS = ("onnx", "torchscript", "exported")
 METADATA_FILE = "cnnzoo.json"  # the metadata's name inside TorchScript and .pt2 archives
@@ -117,8 +118,8 @@ def export_run(run_dir: Path, fmt: str, out: Path, with_preprocessing: bool = Fa
     from cnnzoo.runs.load import load_run_model
 
     check_format(fmt)
-    if out.is_dir():
-        raise CnnzooError(f"--out {out} is a directory; give a file name")
+    check_out_folder(out)
+    check_writable(out)  # before the conversion, which can take minutes
     run = rundir.open_run(run_dir)
     network = load_run_model(run, torch.device("cpu"))
     network.to(memory_format=torch.contiguous_format)
@@ -185,18 +186,29 @@ def check_format(fmt: str) -> None:
                               "pip install 'cnnzoo[onnx]'") from None
 
 
+def check_out_folder(out: Path) -> Path:
+    """The folder `out` goes into, which must exist (export makes no folders)."""
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise CnnzooError(f"--out {out}: the folder {directory} does not exist; create it or "
+                          "choose another --out")
+    return directory
+
+
 def write_checked(module: nn.Module, network: Network, example: torch.Tensor, fmt: str,
                   out: Path, metadata: dict[str, Any],
                   reference: nn.Module | None = None) -> float:
     """Write `module` as `fmt` to a temporary file next to `out`, load it back, compare
     its output with `reference`'s (default: the module's) on `example` and on one image,
     then rename it to `out`. Returns the largest absolute difference."""
-    directory = out.parent if str(out.parent) else Path(".")
-    if not directory.is_dir():
-        raise CnnzooError(f"--out {out}: the folder {directory} does not exist")
+    directory = check_out_folder(out)
     # A folder of its own keeps out's name (torch.export wants .pt2) and a file mode
     # that follows the umask.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=directory))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=directory))
+    except OSError as exc:
+        raise CnnzooError(f"--out {out} cannot be written: {exc.strerror}; choose another "
+                          "--out") from None
     tmp = staging / (f"{out.name}.pt2" if fmt == "exported" and out.suffix != ".pt2"
                      else out.name)
     try:

@@ -377,7 +377,7 @@ def write_filter_grid(image_path: Path, kernels: list[str], out: Path,
                       frequency: FrequencyOptions | None = None, spectrum: bool = False,
                       full_size: bool = False) -> FilterResult:
     """Check everything the user gave, then write the grid to `out` (a .png) atomically."""
-    from cnnzoo.utils.files import atomic_write_with
+    from cnnzoo.utils.files import atomic_write_with, check_writable
 
     frequency = frequency or FrequencyOptions()
     check_kernels(kernels)
@@ -396,6 +396,7 @@ def write_filter_grid(image_path: Path, kernels: list[str], out: Path,
         raise CnnzooError(f"--out must be a .png file, got {out}")
     if not out.parent.is_dir():
         raise CnnzooError(f"cannot write {out}: the directory {out.parent} does not exist")
+    check_writable(out)
     panels, notes = filter_panels(load_image(image_path), kernels, frequency, padding_mode,
                                   impl, spectrum, full_size)
     grid = filter_grid(panels)

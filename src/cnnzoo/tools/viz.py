@@ -14,6 +14,7 @@ from cnnzoo.layers.spec import LayerPlan
 from cnnzoo.model.build import Network
 from cnnzoo.model.inspect import layer_modules
 from cnnzoo.utils import pictures
+from cnnzoo.utils.files import check_writable
 
 # Layers whose output is a volume worth seeing slice by slice: the layers that slide
 # a window over W x H. Activations, batchnorm and dropout keep their input's volume.
@@ -94,6 +95,7 @@ def visualize_run(run_dir: Path, image: Path, out: Path | None = None,
     if as_file and out.is_dir():
         raise CnnzooError(f"--out {out} is a directory; give a .png file name or the directory "
                           "without the .png suffix")
+    check_writable(out, folder=not as_file)
     torch_device = resolve_device(device)
     model = load_run_model(run, torch_device)
     volume = Volume(*run.info["input"])

@@ -1,0 +1,118 @@
+"""Untrusted input, round three, for the commands that write: an output that cannot be
+written (a read-only folder, /proc, a file where a folder should be) is one message
+naming it and the fix, exit code 2, before any work, and nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnzoo
+from cnnzoo.training.trainer import fit
+from tests.helpers.common import Result, write
+from tests.helpers.datafiles import write_mnist
+
+USER_ERROR = 2
+SMALL = """
+model:
+  layers:
+    - conv: {filters: 4, kernel: 3, activation: relu}
+    - pool: 2
+    - fc: 10
+data: {dataset: fashion_mnist, val_split: 0}
+train: {epochs: 1, batch_size: 50, optimizer: {name: sgd, lr: 0.05}}
+"""
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("untrusted-outputs")
+    write_mnist(work / "data", n_train=200, n_test=50)
+    config = cnnzoo.load_config(write(work / "small.yaml", SMALL))
+    fit(config, out=work / "run", data_root=str(work / "data"), show_progress=False,
+        callbacks=[])
+    pixels = np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)
+    Image.fromarray(pixels).save(work / "shirt.png")
+    return work
+
+
+def _commands(work: Path, place: Path) -> dict[str, list[str | Path]]:
+    """Every command that writes a file or a folder, told to write it into `place`."""
+    run, image = work / "run", work / "shirt.png"
+    return {
+        "export": ["export", run, "-f", "torchscript", "-o", place / "m.pt"],
+        "viz to a picture": ["viz", run, "-i", image, "-o", place / "a.png"],
+        "viz to a folder": ["viz", run, "-i", image, "-o", place / "vd"],
+        "filter": ["filter", image, "-k", "box_blur", "-o", place / "f.png"],
+        "compare's plot": ["compare", run, "--plot", place / "c.png"],
+        "schema": ["schema", "-o", place / "s.json"],
+        "train": ["train", "-c", work / "small.yaml", "--data-root", work / "data", "-q",
+                  "--out", place / "newrun"],
+    }
+
+
+COMMANDS = list(_commands(Path("w"), Path("p")))
+
+
+def _refused(result: Result, place: Path) -> None:
+    assert result.code == USER_ERROR, result.err
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err, result.err
+    assert result.err.startswith("error: ") and str(place) in result.err
+    assert "choose another" in result.err  # the fix: --out, --plot
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_in_proc_is_refused_before_the_run_is_read(cli, work, monkeypatch, command):
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the output must be checked before the run is read")
+
+    monkeypatch.setattr("cnnzoo.runs.load.load_run_model", never)
+    monkeypatch.setattr("cnnzoo.training.trainer.load_dataset", never)
+    result = cli(*_commands(work, Path("/proc"))[command])
+    _refused(result, Path("/proc"))
+    assert "/proc does not take new files" in result.err
+
+
+def _without_write_override(args: list[str | Path], cwd: Path) -> Result:
+    """`python -m cnnzoo ARGS` held to the permission bits: as root, with the capability
+    that overrides them dropped (a root process otherwise writes into any folder)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv (util-linux) to drop root's CAP_DAC_OVERRIDE")
+        prefix = ["setpriv", "--bounding-set", "-dac_override", "--"]
+    proc = subprocess.run([*prefix, sys.executable, "-m", "cnnzoo", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_in_a_read_only_folder_is_refused_and_leaves_nothing(tmp_path, work,
+                                                                      command):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = _without_write_override(_commands(work, locked)[command], tmp_path)
+        _refused(result, locked)
+        assert f"no permission to create files in {locked}" in result.err
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["export", "viz to a picture", "filter", "schema"])
+def test_a_file_where_a_folder_should_be_is_refused(tmp_path, cli, work, command):
+    blocker = write(tmp_path / "afile", "not a folder\n")
+    result = cli(*_commands(work, blocker / "sub")[command])
+    assert result.code == USER_ERROR and "Traceback" not in result.err
+    assert result.err.count("\n") == 1 and str(blocker) in result.err
+    assert blocker.read_text() == "not a folder\n"
