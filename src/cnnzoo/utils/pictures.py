@@ -8,6 +8,7 @@ state, nothing that outlives the call. Files are written atomically.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -258,6 +259,9 @@ class Point:
     params: int
     accuracy: float  # a fraction, 0..1
     highlight: bool = False
+    accuracy_sd: float | None = None  # over seeds, a fraction; drawn as an error bar
+    limited: str | None = None  # why it trained less than its config asks, e.g. "1 epoch"
+    reference: bool = False  # a published result, not a run of this zoo
 
 
 def short_count(value: float) -> str:
@@ -270,24 +274,34 @@ def short_count(value: float) -> str:
 
 def accuracy_params_figure(points: Sequence[Point], title: str = "",
                            highlight_label: str = "") -> Figure:
-    """Test accuracy against parameters, log-scale x, every point labelled;
-    highlighted points are drawn in their own colour and joined in order of size."""
+    """Test accuracy against parameters, log-scale x, every point labelled where its label
+    overlaps no other; highlighted points are drawn in their own colour and joined in order
+    of size, runs cut short hollow, published results as grey crosses."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig = _figure(8, 5.5)
+    fig = _figure(10, 6.5)
     ax = fig.subplots()
-    plain = [p for p in points if not p.highlight]
-    marked = sorted((p for p in points if p.highlight), key=lambda p: p.params)
-    if plain:
-        ax.scatter([p.params for p in plain], [100 * p.accuracy for p in plain], color="C0",
-                   s=40, zorder=3, label="configs" if marked else None)
+    runs = [p for p in points if not p.reference]
+    groups = (
+        ([p for p in runs if not p.highlight and not p.limited], dict(color="C0", marker="o"),
+         "configs"),
+        ([p for p in runs if not p.highlight and p.limited],
+         dict(facecolors="none", edgecolors="C0", marker="o"), "configs cut short (epochs)"),
+        ([p for p in points if p.reference], dict(color="0.45", marker="x"), "published"),
+    )
+    for group, style, label in groups:
+        if group:
+            ax.scatter([p.params for p in group], [100 * p.accuracy for p in group], s=40,
+                       zorder=3, label=label, **style)
+    marked = sorted((p for p in runs if p.highlight), key=lambda p: p.params)
     if marked:
         ax.plot([p.params for p in marked], [100 * p.accuracy for p in marked], color="C3",
                 marker="D", linestyle="--", markersize=7, zorder=4,
                 label=highlight_label or None)
-    for p in points:
-        ax.annotate(p.label, (p.params, 100 * p.accuracy), textcoords="offset points",
-                    xytext=(6, 4), fontsize=8)
+    for p in runs:
+        if p.accuracy_sd:
+            ax.errorbar(p.params, 100 * p.accuracy, yerr=100 * p.accuracy_sd, color="0.3",
+                        capsize=3, linewidth=1, zorder=2)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: short_count(value)))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -296,9 +310,107 @@ def accuracy_params_figure(points: Sequence[Point], title: str = "",
     ax.grid(alpha=0.3, which="both")
     if points:
         params = [p.params for p in points]
-        ax.set_xlim(min(params) / 2, max(params) * 4)  # room for the labels
-    if highlight_label and marked:
-        ax.legend(loc="best")  # away from the points, wherever they fall
+        accuracies = [100 * p.accuracy for p in points]
+        ax.set_xlim(min(params) / 3, max(params) * 6)  # room for the labels
+        span = max(accuracies) - min(accuracies)
+        ax.set_ylim(min(accuracies) - 0.08 * span - 0.5, max(accuracies) + 0.08 * span + 0.5)
+    ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title)
+    place_labels(fig, ax, [(p.params, 100 * p.accuracy, _point_label(p)) for p in points])
     return fig
+
+
+def _point_label(point: Point) -> str:
+    return f"{point.label}\n{point.limited}" if point.limited else point.label
+
+
+# Where a label may go around its point, nearest first: (dx, dy) in points. Each ring
+# tries right, left, above and below, then the diagonals, before moving further out.
+_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
+_OFFSETS = tuple((dx * r, dy * r * 0.8) for r in (6, 14, 24, 36, 50, 66, 84)
+                 for dx, dy in _DIRECTIONS)
+
+
+def place_labels(fig: Figure, ax: Axes, anchors: Sequence[tuple[float, float, str]]) -> list:
+    """Label each (x, y, text) at the nearest offset whose box overlaps no placed label,
+    marker, line or legend and stays inside the axes (the least bad one where none is
+    free); a label further out than its first ring gets a thin line to its point. Freezes
+    the figure's layout, so that the boxes measured here are the boxes saved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    fig.set_layout_engine("none")  # the layout moved the axes once; it may not again
+    renderer = canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    centres = [ax.transData.transform((x, y)) for x, y, _ in anchors]
+    taken = _drawn_boxes(ax, renderer)
+    placed = []
+    # Crowded regions first: a label with fewer free places chooses before its neighbours.
+    order = sorted(range(len(anchors)), key=lambda i: -sum(
+        abs(centres[i][0] - c[0]) < 80 and abs(centres[i][1] - c[1]) < 30 for c in centres))
+    for i in order:
+        x, y, text = anchors[i]
+        best, best_cost = None, math.inf
+        for ring, (dx, dy) in enumerate(_OFFSETS):
+            candidate = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.6)
+                if ring >= len(_DIRECTIONS) else None)
+            box = _text_box(candidate, renderer)
+            outside = max(frame.x0 - box.x0, 0) + max(box.x1 - frame.x1, 0) + max(
+                frame.y0 - box.y0, 0) + max(box.y1 - frame.y1, 0)
+            # Overlap first, then leaving the axes, then distance: the least bad place
+            # when no place is free.
+            cost = sum(_overlap(box, other) for other in taken) * 100 + outside * 10 + ring
+            if best is not None:
+                best.remove() if cost < best_cost else candidate.remove()
+            if best is None or cost < best_cost:
+                best, best_cost = candidate, cost
+            if cost == ring:  # free and inside: the nearest such place
+                break
+        taken.append(_text_box(best, renderer))
+        placed.append(best)
+    return placed
+
+
+def _text_box(annotation: Any, renderer: Any) -> Any:
+    """The box of an annotation's text alone (an annotation's own extent includes its line
+    to the point), with two pixels of margin: extents move by a fraction of a pixel
+    between draws."""
+    from matplotlib.text import Text
+
+    annotation.update_positions(renderer)
+    return Text.get_window_extent(annotation, renderer).padded(2)
+
+
+def _overlap(a: Any, b: Any) -> float:
+    """The area two boxes share, in square pixels."""
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(width, 0) * max(height, 0)
+
+
+def _drawn_boxes(ax: Axes, renderer: Any) -> list:
+    """Boxes a label must not cover: every marker, the legend, and the lines, sampled
+    every few pixels along their segments."""
+    from matplotlib.transforms import Bbox
+
+    boxes = []
+    for collection in ax.collections:  # scatter markers and error bars
+        for cx, cy in collection.get_offset_transform().transform(collection.get_offsets()):
+            boxes.append(Bbox.from_extents(cx - 5, cy - 5, cx + 5, cy + 5))
+    for line in ax.lines:
+        xy = line.get_transform().transform(line.get_xydata())
+        for (x0, y0), (x1, y1) in itertools.pairwise(xy):
+            steps = max(int(math.hypot(x1 - x0, y1 - y0) // 6), 1)
+            for k in range(steps + 1):
+                px, py = x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps
+                boxes.append(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
+    legend = ax.get_legend()
+    if legend is not None:
+        boxes.append(legend.get_window_extent(renderer))
+    return boxes

@@ -168,14 +168,41 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
     return "\n".join(lines)
 
 
+def record_points(records: dict[str, dict[str, Any]]) -> list:
+    """The picture's points: every record (hollow where it trained fewer epochs than its
+    config asks, with an error bar where it has seed statistics), and the published rows."""
+    from cnnzoo.utils import pictures
+
+    points = [pictures.Point(name, int(r["params"]), float(r["test_accuracy"]), name in TRIO,
+                             accuracy_sd=r.get("test_accuracy_sd"), limited=_cut_short(name, r))
+              for name, r in sorted(records.items())]
+    points += [pictures.Point(f"published: {item.model.split(',')[0].split(' (')[0]}", item.params,
+                              item.accuracy, reference=True) for item in PUBLISHED]
+    return points
+
+
+def _cut_short(name: str, record: dict[str, Any]) -> str | None:
+    """'1 of 30 epochs' where a record trained fewer epochs than its bundled config asks
+    for without a time budget of its own; None otherwise."""
+    from cnnzoo.config.bundled import bundled_configs
+    from cnnzoo.config.experiment import load_config
+
+    path = bundled_configs().get(name)
+    ran = record.get("epochs_run") or record.get("epochs")
+    if path is None or ran is None:
+        return None
+    train = load_config(path).train
+    if train.time_budget is None and float(ran) < train.epochs - 1e-9:
+        return f"{float(ran):g} of {train.epochs} epochs"
+    return None
+
+
 def plot_records(records: dict[str, dict[str, Any]], path: Path) -> Path | None:
     from cnnzoo.utils import pictures
 
-    points = [pictures.Point(name, int(r["params"]), float(r["test_accuracy"]), name in TRIO)
-              for name, r in sorted(records.items())]
-    if not points:
+    if not records:
         return None
     figure = pictures.accuracy_params_figure(
-        points, "Fashion-MNIST test accuracy against parameters",
+        record_points(records), "Fashion-MNIST test accuracy against parameters",
         highlight_label="MLP, locally-connected, CNN")
     return pictures.save_png(figure, path)

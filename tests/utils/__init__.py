@@ -1,0 +1,1 @@
+"""Tests of the leaf helpers: pictures, files, formatting."""
