@@ -3,11 +3,18 @@ and the checks of options that more than one command takes. No torch here."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from cnnzoo.config.experiment import TTA_VIEWS
+from cnnzoo.layers.conv import IMPLS
+from cnnzoo.layers.freq import SHAPES
+from cnnzoo.layers.kernels import FIXED_KERNELS
+from cnnzoo.layers.padding import PADDING_MODES
 
 app = typer.Typer(
     name="cnnzoo",
@@ -55,51 +62,25 @@ def _options(
     """Convolutional networks described in YAML: build, summarise, train, evaluate."""
 
 
-# Choices the parser checks and --help lists. Written out here, not imported, because
-# `cnnzoo --help` must not import torch; tests/test_cli.py checks that they match the
-# names the layers and the evaluation accept.
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A str Enum of `values`, in their order: Typer checks the option against it and
+    --help lists it."""
+    return Enum(name, [(value, value) for value in values], type=str)
+
+
+# Choices the parser checks and --help lists, taken from the tuples that the layer types
+# and the config check against themselves (importing those needs no torch).
 class EvalSplit(str, Enum):
     test = "test"
     val = "val"
     train = "train"
 
 
-class TtaMode(str, Enum):
-    none = "none"
-    flip = "flip"
-    shift = "shift"
-    flip_shift = "flip_shift"
-
-
-class PaddingMode(str, Enum):
-    zeros = "zeros"
-    reflect = "reflect"
-    replicate = "replicate"
-    circular = "circular"
-    symmetric = "symmetric"
-
-
-class FreqShape(str, Enum):
-    gaussian = "gaussian"
-    ideal = "ideal"
-    butterworth = "butterworth"
-
-
-class ConvImpl(str, Enum):
-    direct = "direct"
-    fft = "fft"
-    auto = "auto"
-
-
-class FixedKernel(str, Enum):
-    identity = "identity"
-    box_blur = "box_blur"
-    gaussian_blur = "gaussian_blur"
-    sharpen = "sharpen"
-    edge = "edge"
-    sobel_x = "sobel_x"
-    sobel_y = "sobel_y"
-    emboss = "emboss"
+TtaMode = choices("TtaMode", TTA_VIEWS)
+PaddingMode = choices("PaddingMode", PADDING_MODES)
+FreqShape = choices("FreqShape", SHAPES)
+ConvImpl = choices("ConvImpl", IMPLS)
+FixedKernel = choices("FixedKernel", FIXED_KERNELS)
 
 
 ConfigOption = Annotated[
