@@ -224,13 +224,25 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": str(torch.__version__),
-            "python": platform.python_version(), "cnnzoo": cnnzoo.__version__,
-            "system": platform.system()}
+    return {"cpu": cpu, "level": instruction_level(), "cores": os.cpu_count(),
+            "torch": str(torch.__version__), "python": platform.python_version(),
+            "cnnzoo": cnnzoo.__version__, "system": platform.system()}
+
+
+def instruction_level() -> str:
+    """The level that decides this CPU's training speed: AMX or AVX512_BF16 where bf16 is
+    native, else the vector level (AVX512_CORE, AVX2), as the libraries are capped."""
+    from cnnzoo.model.cpu import detect_bf16_support
+
+    support = detect_bf16_support()
+    return {"AMX": "AMX", "AVX512-BF16": "AVX512_BF16"}.get(support.unit or "", support.level)
 
 
 def machine_text(machine: dict[str, Any]) -> str:
-    return f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
+    """The CPU, its instruction level, cores and torch: rows from different machines
+    are told apart by the first two."""
+    level = f", {machine['level']}" if machine.get("level") else ""
+    return f"{machine['cpu']}{level}, {machine['cores']} cores, torch {machine['torch']}"
 
 
 def train_command(config_arg: str, sets: list[str], out: Path, device: str,
@@ -282,8 +294,18 @@ def make_record(results: dict[str, Any], info: dict[str, Any], command: list[str
         "machine": machine_text(machine),
         "date": date,
         "adapted": list(adaptation),
-        "command": " ".join([*(env or []), shlex.join(["cnnzoo", *command])]),
+        "command": " ".join([*(env or []), shlex.join(["cnnzoo", *pasteable(command)])]),
     }
+
+
+def pasteable(command: list[str]) -> list[str]:
+    """The command as a user can paste it: the run directory under runs/zoo/ (where it
+    ran here is incidental and means nothing elsewhere)."""
+    words = list(command)
+    for i, word in enumerate(words[:-1]):
+        if word == "--out":
+            words[i + 1] = f"runs/zoo/{Path(words[i + 1]).name}"
+    return words
 
 
 # ---- the config's comment line
