@@ -1,6 +1,7 @@
 """The shape of the code itself: no import cycles among cnnzoo's modules (counting
-imports inside functions and under TYPE_CHECKING), and the commands that only read
-configs answer without importing torch."""
+imports inside functions and under TYPE_CHECKING), the commands that only read
+configs answer without importing torch, short modules and functions, and packages
+instead of prefixed siblings."""
 
 from __future__ import annotations
 
@@ -141,21 +142,24 @@ def test_check_itself_sees_torch() -> None:
     assert done.stdout.strip() == "True", done.stderr[-2000:]
 
 
-def _too_long(paths: list[Path], module_limit: int,
-              function_limit: int | None) -> list[str]:
+def _too_long(paths: list[Path], module_limit: int, function_limit: int | None,
+              root: Path = SRC.parent) -> list[str]:
+    """Every module over `module_limit` lines and function (methods and nested functions
+    included) over `function_limit`, named by its path under `root`."""
     found = []
     for path in paths:
-        text = path.read_text()
+        text = (root / path).read_text()
         lines = len(text.splitlines())
+        where = (root / path).relative_to(root)
         if lines > module_limit:
-            found.append(f"{path.name}: {lines} lines")
+            found.append(f"{where}: {lines} lines")
         if function_limit is None:
             continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 if length > function_limit:
-                    found.append(f"{path.name}: {node.name} is {length} lines")
+                    found.append(f"{where}: {node.name} is {length} lines")
     return found
 
 
@@ -166,3 +170,39 @@ def test_modules_and_functions_are_short() -> None:
     scripts = sorted((SRC.parent / "scripts").glob("*.py"))
     assert scripts
     assert _too_long(scripts, 249, None) == []
+
+
+def test_size_check_sees_long_modules_and_long_methods(tmp_path: Path) -> None:
+    body = "".join(f"        x = {i}\n" for i in range(80))
+    path = tmp_path / "long.py"
+    path.write_text(f"class A:\n    def method(self):\n{body}" + "y = 1\n" * 420)
+    found = _too_long([path.relative_to(tmp_path)], 500, 80, root=tmp_path)
+    assert found == ["long.py: 502 lines", "long.py: method is 81 lines"]
+
+
+def prefixed_siblings(package: Path) -> list[str]:
+    """Modules or packages named after a sibling in the same folder (zoo_run.py beside
+    zoo.py or zoo/): a package that is missing."""
+    found = []
+    for folder in sorted({package, *(p.parent for p in package.rglob("__init__.py"))}):
+        names = sorted({p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+                       | {p.parent.name for p in folder.glob("*/__init__.py")})
+        found += [f"{folder.relative_to(package.parent)}: {longer} carries {name}'s name"
+                  for name in names for longer in names
+                  if longer != name and longer.startswith(name)]
+    return found
+
+
+def test_src_has_packages_not_prefixed_siblings() -> None:
+    top = sorted(p.name for p in (SRC / "cnnzoo").glob("*.py"))
+    assert len(top) <= 5, top
+    assert prefixed_siblings(SRC / "cnnzoo") == []
+
+
+def test_prefix_check_finds_a_prefixed_sibling(tmp_path: Path) -> None:
+    for name in ("pkg/__init__.py", "pkg/zoo.py", "pkg/zoo_run.py", "pkg/sub/__init__.py",
+                 "pkg/sub_report.py", "pkg/tune/__init__.py", "pkg/tune/report.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    assert prefixed_siblings(tmp_path / "pkg") == [
+        "pkg: sub_report carries sub's name", "pkg: zoo_run carries zoo's name"]
