@@ -9,7 +9,7 @@ computes bitwise what an uninterrupted one would have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnzoo.config.experiment import ExperimentConfig, to_plain
-from cnnzoo.errors import CheckpointError
+from cnnzoo.errors import CheckpointError, ConfigError
 from cnnzoo.runs import rundir
 from cnnzoo.runs.checkpoint import load_state, load_weights, save_state, save_weights
 from cnnzoo.runs.fit import check_fit
@@ -161,6 +161,21 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
         return out
     return {prefix: data}
+
+
+def check_resumable(resume: Path, config: ExperimentConfig) -> ExperimentConfig:
+    """`config` to continue the run in `resume` with (the run's library versions kept),
+    or stop: the run has no checkpoint, or `config` differs from the run's."""
+    run = rundir.open_run(resume)
+    if not (resume / rundir.STATE).exists():
+        raise CheckpointError(f"{resume} has no {rundir.STATE} to resume from")
+    changed = config_differences(run.config, config)
+    if changed:
+        raise ConfigError(
+            f"cannot resume {resume} with a different config: {', '.join(changed)}",
+            fix="resume with the run's own config, or start a new run",
+        )
+    return replace(config, versions=run.config.versions)
 
 
 def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:

@@ -33,26 +33,27 @@ import torch
 from cnnzoo.config.experiment import ExperimentConfig
 from cnnzoo.data.augment import BatchTransform
 from cnnzoo.data.mix import mix_batch
-from cnnzoo.data.pipeline import Dataset, load_dataset, step_seed
+from cnnzoo.data.pipeline import Batches, Dataset, load_dataset, step_seed
 from cnnzoo.errors import CheckpointError, ConfigError
 from cnnzoo.model.build import Network, build_network
-from cnnzoo.model.cpu import choose_precision, keep_freed_memory
+from cnnzoo.model.cpu import PrecisionChoice, choose_precision, keep_freed_memory
 from cnnzoo.model.devices import device_name, resolve_channels_last, resolve_device
-from cnnzoo.model.plan import Plan, last_weighted_layer, plan_experiment
+from cnnzoo.model.plan import Plan, plan_experiment
 from cnnzoo.model.summary import format_summary
 from cnnzoo.runs import rundir
 from cnnzoo.runs.initfrom import initialise_from
 from cnnzoo.runs.lock import lock_run, releases_run_locks
 from cnnzoo.training.budget import StepBudget
 from cnnzoo.training.callbacks import Callback, RunContext, default_callbacks
-from cnnzoo.training.distributed import JOB_KEY, Distributed
+from cnnzoo.training.distributed import Distributed
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.evaluation import Evaluation, evaluate
-from cnnzoo.training.losses import create_loss
+from cnnzoo.training.losses import LossFn, create_loss
 from cnnzoo.training.metrics import EpochMetrics, epoch_line, rate
 from cnnzoo.training.optim import create_optimizer, create_scheduler
 from cnnzoo.training.progress import EpochTally, Progress, StepLosses
-from cnnzoo.training.state import Checkpoints, Position, config_differences
+from cnnzoo.training.runinfo import check_fits, run_info
+from cnnzoo.training.state import Checkpoints, Position, check_resumable
 from cnnzoo.training.step import TrainStep
 from cnnzoo.training.stopping import Diverged, DivergenceGuard, Interrupted, SignalStop
 from cnnzoo.utils.files import atomic_write_text
@@ -65,12 +66,48 @@ class TrainResult:
     history: list[EpochMetrics] = field(default_factory=list)
 
 
+# Each phase, and the phase it needs done before it (`Trainer.run` calls them in order).
+PHASE_NEEDS: dict[str, str | None] = {
+    "open_run": None, "set_up": "open_run", "train_epoch": "set_up", "validate": "set_up",
+    "end_epoch": "set_up", "test": "set_up", "finish": "test",
+}
+ONCE = ("open_run", "set_up", "finish")
+
+
 class Trainer:
     """Trains `config` into a run directory (or continues the run in `resume`).
 
     `stop_after_steps` stops (as if interrupted) once that global step is reached;
     tests use it to interrupt at an exact step.
+
+    Its fields, all of them, in the phase that sets them (`__init__` sets the rest):
     """
+
+    # open_run: where the run trains, and how
+    device: torch.device
+    precision_choice: PrecisionChoice  # what precision auto chose, and why
+    precision: str  # its name: fp32, bf16 or fp16
+    # set_up: the network, the data and everything a step needs
+    plan: Plan
+    model: torch.nn.Module  # the network on the device (DDP-wrapped with several processes)
+    data: Dataset
+    channels_last: bool
+    steps_per_epoch: int
+    budget: StepBudget  # how many steps the run takes (train.time_budget may cut it)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    metrics_log: rundir.CsvLog  # metrics.csv
+    steps_log: rundir.CsvLog  # steps.csv
+    average: WeightAverage | None  # train.ema
+    checkpoints: Checkpoints
+    step: TrainStep  # the one place the loss is computed
+    eval_loss: LossFn  # the loss validation and test report (no label smoothing)
+    transform: BatchTransform  # normalisation and augmentation, on the device
+    train_split: Batches
+    val_split: Batches | None
+    progress: Progress
+    guard: DivergenceGuard
+    context: RunContext  # what callbacks are told about the run
 
     def __init__(self, config: ExperimentConfig, *, out: Path | None = None,
                  data_root: str | None = None, device: str | None = None,
@@ -90,8 +127,24 @@ class Trainer:
         keep_freed_memory()
         self.dist = Distributed.from_environment()
         self.history: list[EpochMetrics] = []
-        self.position = Position()
-        self.restarted_before_checkpoint = False
+        self.position = Position()  # the next step; a resume restores it in set_up
+        self.restarted_before_checkpoint = False  # torchrun restarted us before a checkpoint
+        self.stopper = SignalStop()  # run() installs it; the phases called alone go without
+        self.done: set[str] = set()  # the phases called so far
+
+    def _enter(self, phase: str) -> None:
+        """Refuse a phase called before the one it needs, or a second time where it may
+        run once: a clear error instead of an AttributeError on a field not yet set."""
+        if phase in ONCE and phase in self.done:
+            raise RuntimeError(f"Trainer.{phase}() has already run for this trainer")
+        needs = PHASE_NEEDS[phase]
+        if needs is not None and needs not in self.done:
+            order = " -> ".join(f"{p}()" for p in PHASE_NEEDS)
+            raise RuntimeError(
+                f"Trainer.{phase}() needs Trainer.{needs}() first: the phases run in the "
+                f"order {order} (train_epoch once per epoch), or all at once with "
+                "Trainer.run()")
+        self.done.add(phase)
 
     def run(self) -> TrainResult:
         self.open_run()
@@ -106,6 +159,7 @@ class Trainer:
     def open_run(self) -> None:
         """Decide the run directory: a resume, torchrun's restart of this run, or new;
         choose the device and join the other processes."""
+        self._enter("open_run")
         dist, out, resume = self.dist, self.out, self.resume
         if resume is None and out is not None and dist.continues(out):
             # torchrun restarted us after a failure: continue the same run from its last
@@ -119,7 +173,7 @@ class Trainer:
         if resume is not None:
             if dist.is_main:  # rank 0 holds the run; a torchrun restart takes it over
                 lock_run(resume, "resume")
-            self._check_resumable(resume)
+            self.config = check_resumable(resume, self.config)
             self.out = resume
         elif out is not None and not self.restarted_before_checkpoint:
             rundir.check_new_run_dir(out)
@@ -137,20 +191,9 @@ class Trainer:
                 "the experiment has no data.dataset to train on", where="data", path=("data",),
                 fix="add 'data: {dataset: fashion_mnist}' (or --set data.dataset=...)")
 
-    def _check_resumable(self, resume: Path) -> None:
-        run = rundir.open_run(resume)
-        if not (resume / rundir.STATE).exists():
-            raise CheckpointError(f"{resume} has no {rundir.STATE} to resume from")
-        changed = config_differences(run.config, self.config)
-        if changed:
-            raise ConfigError(
-                f"cannot resume {resume} with a different config: {', '.join(changed)}",
-                fix="resume with the run's own config, or start a new run",
-            )
-        self.config = replace(self.config, versions=run.config.versions)
-
     def set_up(self) -> None:
         """Plan, model, data, run files, optimizer, schedule; restore a checkpoint."""
+        self._enter("set_up")
         config, dist = self.config, self.dist
         train = config.train
         self.plan = plan_experiment(config)
@@ -158,7 +201,7 @@ class Trainer:
         with dist.local_main_first():
             self.data = load_dataset(config.data, self.plan.input, self.plan.output.depth,
                                      seed=train.seed, data_root=self.data_root)
-        _check_fits(self.plan, self.data, train.batch_size, dist)
+        check_fits(self.plan, self.data, train.batch_size, dist)
         if self.out is None:
             self.out = dist.broadcast_path(rundir.default_run_dir(config.name,
                                                                 claim=dist.is_main))
@@ -194,15 +237,8 @@ class Trainer:
             self.config = config = replace(config, versions=tuple(rundir.versions().items()))
             atomic_write_text(out / rundir.CONFIG, config.to_yaml())
             atomic_write_text(out / rundir.SUMMARY, format_summary(self.plan) + "\n")
-            rundir.write_json(out / rundir.RUN, {
-                "name": config.name, "dataset": data.name, "classes": list(data.classes),
-                "mean": list(data.mean), "std": list(data.std),
-                "input": self.plan.input.as_list(), "train_samples": len(data.train),
-                "val_samples": len(data.val) if data.val is not None else 0,
-                "test_samples": len(data.test), "source": data.source,
-                "precision": self.precision,  # what auto chose here: eval repeats it
-                "command": rundir.command_line(), JOB_KEY: dist.job,
-            })
+            rundir.write_json(out / rundir.RUN,
+                              run_info(config, self.plan, data, self.precision, dist))
         dist.barrier()
 
     def _set_up_optimizer(self) -> None:
@@ -270,6 +306,7 @@ class Trainer:
     def train_epoch(self) -> None:
         """The rest of the current epoch's batches, then `end_epoch`; a signal (or
         `stop_after_steps`) checkpoints mid-epoch and raises `Interrupted`."""
+        self._enter("train_epoch")
         train, dist, position = self.config.train, self.dist, self.position
         epoch = position.epoch
         self.progress.start_epoch(epoch, self.steps_per_epoch, position.batch)
@@ -343,6 +380,7 @@ class Trainer:
 
     def validate(self) -> EpochMetrics | None:
         """The val split's metrics for the epoch just trained, if there is a val split."""
+        self._enter("validate")
         if self.val_split is None:
             return None
         train = self.config.train
@@ -355,6 +393,7 @@ class Trainer:
 
     def end_epoch(self, val: EpochMetrics | None) -> None:
         """The end of an epoch: metrics.csv, callbacks, the epoch line, the checkpoint."""
+        self._enter("end_epoch")
         pos, dist = self.position, self.dist
         seen = max(1, pos.seen)
         metrics = [EpochMetrics(pos.epoch + 1, "train", pos.loss_sum / seen, pos.correct / seen,
@@ -391,6 +430,7 @@ class Trainer:
 
     def test(self) -> tuple[Evaluation, float]:
         """The test split's evaluation and the seconds it took."""
+        self._enter("test")
         tick = time.perf_counter()
         test_split = self.data.test.to(self.device)
         test = self._evaluate(test_split.eval_batches(self.config.train.eval_batch_size,
@@ -399,6 +439,7 @@ class Trainer:
 
     def finish(self, tested: tuple[Evaluation, float]) -> TrainResult:
         """results.json, the test row of metrics.csv, `on_train_end`, the last line."""
+        self._enter("finish")
         test, seconds = tested
         results = self._results(test)
         if self.dist.is_main:
@@ -437,30 +478,6 @@ class Trainer:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": rundir.command_line(),
         }
-
-
-def _check_fits(plan: Plan, data: Dataset, batch_size: int, dist: Distributed) -> None:
-    """The network's outputs match the classes; the batch splits over the processes."""
-    classes = len(data.classes)
-    if plan.output.depth != classes:
-        last = last_weighted_layer(plan)
-        raise ConfigError(
-            f"the last layer gives {plan.output.depth} outputs but the dataset has "
-            f"{classes} classes ({', '.join(data.classes[:6])}{', ...' if classes > 6 else ''})",
-            where=last.where.label, path=last.where.path,
-            fix=f"make the last layer produce {classes} units")
-    if batch_size % dist.world:
-        raise ConfigError(
-            f"batch_size {batch_size} is not divisible by the {dist.world} processes",
-            where="train", path=("train", "batch_size"))
-    if dist.active and len(data.train) < batch_size:
-        # One short batch would not split evenly, and the processes' gradients would be
-        # weighted wrongly.
-        raise ConfigError(
-            f"batch_size {batch_size} is larger than the {len(data.train)} training "
-            f"images, which cannot be split evenly over {dist.world} processes",
-            where="train", path=("train", "batch_size"),
-            fix=f"use a batch_size of at most {len(data.train) // dist.world * dist.world}")
 
 
 @releases_run_locks
