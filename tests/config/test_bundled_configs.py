@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from cnnzoo.layers.spec import LayerPlan
+from cnnzoo.model.inspect import layer_modules
 from tests.helpers.common import CONFIGS, ROOT
 
 IDS = [p.stem for p in CONFIGS]
@@ -26,24 +26,14 @@ def _direct(config: cnnzoo.ExperimentConfig) -> cnnzoo.ExperimentConfig:
     return cnnzoo.config.experiment.with_overrides(config, overrides) if overrides else config
 
 
-def _collect_shapes(model: torch.nn.Module, plans: tuple[LayerPlan, ...], prefix: str,
-                    seen: dict[str, torch.Size]) -> list:
+def _collect_shapes(model: cnnzoo.Network, seen: dict[str, torch.Size]) -> list:
+    """Hooks that record every layer's output shape, nested ones included, by plan index."""
     handles = []
-    for i, plan in enumerate(plans):
-        module = model[i]
-
+    for plan, module in layer_modules(model):
         def hook(mod, inp, out, index=plan.index):
             seen[index] = out.shape
 
         handles.append(module.register_forward_hook(hook))
-        if plan.children and plan.type_name == "repeat":
-            handles += _collect_shapes(module, plan.children, plan.index, seen)
-        elif plan.children and plan.type_name == "residual":
-            split = plan.detail["body"]
-            handles += _collect_shapes(module.body, plan.children[:split], plan.index, seen)
-            if plan.children[split:]:
-                handles += _collect_shapes(module.shortcut, plan.children[split:], plan.index,
-                                           seen)
     return handles
 
 
@@ -53,7 +43,7 @@ def test_summary_volumes_match_forward_pass(path):
     plan = cnnzoo.plan_experiment(config)
     model = cnnzoo.build_model(plan).eval()
     seen: dict[str, torch.Size] = {}
-    handles = _collect_shapes(model.layers, plan.layers, "", seen)
+    handles = _collect_shapes(model, seen)
     x = torch.randn(2, *plan.input.torch_shape())
     with torch.no_grad():
         logits = model(x)

@@ -40,6 +40,14 @@ CASES: dict[str, str] = {
     "residual-conv-shortcut": "- residual: {layers: [conv: {filters: 4, kernel: 3, stride: 2, "
                               "padding: same}]}",
     "repeat": "- repeat: {times: 2, layers: [conv: {filters: 2, kernel: 3, padding: same}]}",
+    "branches-concat": "- branches: [[conv: {filters: 2, kernel: 1}], [], "
+                       "[pool: {size: 3, stride: 1, padding: 1}, conv: {filters: 3, kernel: 3, "
+                       "padding: same}]]",
+    "branches-add": "- branches: {merge: add, paths: [[conv: {filters: 2, kernel: 3, "
+                    "padding: same}], []]}",
+    "squeeze_excite": f"{CONV}\n- squeeze_excite: 2",
+    "groupnorm": f"{CONV}\n- groupnorm: 2",
+    "layernorm": f"{CONV}\n- layernorm",
     "fc": "- fc: {units: 8, activation: relu}",
     "pool-max": "- pool: {kind: max, size: 3, stride: 2, padding: 1}",
     "pool-avg": "- pool: {kind: avg, size: 2}",

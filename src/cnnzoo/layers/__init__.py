@@ -6,7 +6,19 @@ and the summary never import torch; the torch modules they build are in `modules
 
 from typing import Any
 
-from cnnzoo.layers import basic, blocks, capsules, conv, decoder, dense, freq, local, pool
+from cnnzoo.layers import (
+    attention,
+    basic,
+    blocks,
+    branches,
+    capsules,
+    conv,
+    decoder,
+    dense,
+    freq,
+    local,
+    pool,
+)
 
 _MODULES = ("Conv2d", "Linear", "LocallyConnected2d", "Residual")
 
@@ -25,8 +37,10 @@ __all__ = [
     "Linear",
     "LocallyConnected2d",
     "Residual",
+    "attention",
     "basic",
     "blocks",
+    "branches",
     "capsules",
     "conv",
     "decoder",

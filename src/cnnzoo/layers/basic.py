@@ -1,4 +1,5 @@
-"""Layers that keep or reshape the volume: input, activations, dropout, batchnorm, flatten."""
+"""Layers that keep or reshape the volume: input, activations, dropout, batchnorm,
+groupnorm, layernorm, flatten."""
 
 from __future__ import annotations
 
@@ -133,6 +134,48 @@ class BatchNormSpec(LayerSpec):
 
         norm = nn.BatchNorm1d if plan.input.flat else nn.BatchNorm2d
         return norm(plan.input.depth, eps=self.eps, momentum=self.momentum)
+
+
+@register_layer("groupnorm", primary="groups",
+                doc="normalise each image over groups of channels, then scale and shift")
+@dataclass(frozen=True, kw_only=True)
+class GroupNormSpec(LayerSpec):
+    groups: int = param(32, kind=int_kind(1), doc="channel groups; must divide the depth")
+    eps: float = param(1e-5, kind=float_kind(0.0), doc="added to the variance")
+
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
+        if inp.depth % self.groups:
+            divisors = [g for g in range(1, inp.depth + 1) if inp.depth % g == 0]
+            nearest = min(divisors, key=lambda g: abs(g - self.groups))
+            raise where.error(
+                f"groups {self.groups} does not divide the depth {inp.depth} of its input "
+                f"{inp} (after {context.after})",
+                "groups",
+                fix=f"use a divisor of {inp.depth}, e.g. groups: {nearest}",
+            )
+        return Inferred(output=inp, label=f"groupnorm {self.groups}", params=2 * inp.depth)
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
+        return nn.GroupNorm(self.groups, plan.input.depth, eps=self.eps)
+
+
+@register_layer("layernorm",
+                doc="normalise each image over its whole volume, then scale and shift channels")
+@dataclass(frozen=True, kw_only=True)
+class LayerNormSpec(LayerSpec):
+    eps: float = param(1e-5, kind=float_kind(0.0), doc="added to the variance")
+
+    def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
+        return Inferred(output=inp, label="layernorm", params=2 * inp.depth)
+
+    def build(self, plan: LayerPlan, build_child: Callable) -> nn.Module:
+        from torch import nn
+
+        # One group is the whole volume (Wu and He's layer norm for images), with a
+        # scale and shift per channel as batchnorm has; a vector is one group too.
+        return nn.GroupNorm(1, plan.input.depth, eps=self.eps)
 
 
 @register_layer("flatten", doc="the volume as one vector of W*H*D values")

@@ -1,6 +1,6 @@
 """The torch modules that layer types build and that torch's own layers lack: padding
 in any mode, FFT convolution, unshared (locally connected) filters, a residual sum, a
-fixed filter in the frequency domain.
+fixed filter in the frequency domain, parallel branches, squeeze-and-excitation.
 Layer files import this module inside `build`, so that planning never imports torch.
 """
 
@@ -95,6 +95,44 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
+
+
+class Branches(nn.Module):
+    """Parallel paths on one input, joined along the channels (concat) or summed (add)."""
+
+    def __init__(self, paths: list[nn.Module], merge: str) -> None:
+        super().__init__()
+        if merge not in ("concat", "add"):
+            raise ValueError(f"merge must be concat or add, got {merge!r}")
+        self.paths = nn.ModuleList(paths)
+        self.concat = merge == "concat"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs: list[torch.Tensor] = []
+        for path in self.paths:  # a plain loop: TorchScript unrolls it over the ModuleList
+            outs.append(path(x))
+        if self.concat:
+            return torch.cat(outs, dim=1)
+        total = outs[0]
+        for out in outs[1:]:
+            total = total + out
+        return total
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention: y = x * gate(expand(act(reduce(mean over W x H of x))))."""
+
+    def __init__(self, channels: int, hidden: int, activation: nn.Module,
+                 gate: nn.Module) -> None:
+        super().__init__()
+        self.reduce = nn.Linear(channels, hidden)
+        self.activation = activation
+        self.expand = nn.Linear(hidden, channels)
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.expand(self.activation(self.reduce(x.mean(dim=(2, 3))))))
+        return x * scale[:, :, None, None]  # (B, C, 1, 1) over (B, C, H, W)
 
 
 class _LocalProduct(torch.autograd.Function):

@@ -29,7 +29,7 @@ class Inferred:
     window: tuple[Pair, Pair] | None = None  # (effective kernel, stride) for receptive fields
     global_window: bool = False  # sees the whole input (fc, global pooling)
     dense_params: int | None = None  # a fully connected layer with the same in/out volumes
-    children: tuple[LayerPlan, ...] = ()  # nested layers (residual, repeat)
+    children: tuple[LayerPlan, ...] = ()  # nested layers (residual, repeat, branches)
     detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # for `build`
 
 
@@ -61,9 +61,15 @@ class PlanContext(Protocol):
         ...
 
     def plan_children(self, specs: Sequence[LayerSpec], inp: Volume, where: Where,
-                      key: str = "layers", *, times: int = 1,
+                      key: str | None = "layers", *, times: int = 1,
                       start: int = 0) -> tuple[LayerPlan, ...]:
-        """Plan a nested stack; child indices are numbered from `start`."""
+        """Plan a nested stack (at `where.key`, or at `where` itself when `key` is None);
+        child indices are numbered from `start`."""
+        ...
+
+    def plan_child(self, spec: LayerSpec, inp: Volume, where: Where, number: int) -> LayerPlan:
+        """Plan one layer as child `number` of the current one, fed `inp` (a path of
+        `branches`: each path sees the branch's input, not the path before it)."""
         ...
 
 
@@ -77,6 +83,9 @@ class LayerSpec:
     # The layer that declares the image volume (`input`): the planner reads its `volume`
     # and requires it first. A class attribute, so the planner needs no layer file.
     is_input: ClassVar[bool] = False
+    # A group of layers that is no layer of the file (a path of `branches`): the
+    # network's description names it by its label.
+    is_group: ClassVar[bool] = False
 
     def check(self, where: Where) -> None:
         """Checks across parameters that need no input shape."""

@@ -61,10 +61,12 @@ def _describe(plans: tuple[LayerPlan, ...], indent: str) -> list[str]:
             in_shortcut = True
             lines.append(f"{indent[:-2]}shortcut:")
         item = plan.spec.to_yaml()
-        if isinstance(item, dict) and plan.children:
+        if plan.spec.is_group:
+            head = f"- {plan.label}:"
+        elif isinstance(item, dict) and plan.children:
             # Nested stacks print their own children below, not inline.
             name = plan.spec.type_name
-            params = {k: v for k, v in item[name].items() if k != "layers"}
+            params = {k: v for k, v in item[name].items() if k not in ("layers", "paths")}
             head = f"- {name}: {_flow(params)}" if params else f"- {name}:"
         else:
             head = f"- {_flow(item)}"

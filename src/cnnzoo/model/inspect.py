@@ -13,11 +13,12 @@ from cnnzoo.model.build import Network
 
 def _child_modules(module: nn.Module) -> list[nn.Module]:
     """The modules of a nested stack, in the order of the plan's children: a
-    Sequential's items, or those of each Sequential inside (residual: body, shortcut)."""
+    Sequential's items, or those of each Sequential or ModuleList inside (residual:
+    body, shortcut; branches: its paths)."""
     if isinstance(module, nn.Sequential):
         return list(module)
-    return [item for child in module.children() if isinstance(child, nn.Sequential)
-            for item in child]
+    return [item for child in module.children()
+            if isinstance(child, (nn.Sequential, nn.ModuleList)) for item in child]
 
 
 def layer_modules(model: Network) -> list[tuple[LayerPlan, nn.Module]]:

@@ -185,17 +185,17 @@ class _LayerContext:
         specs: Sequence[LayerSpec],
         inp: Volume,
         where: Where,
-        key: str = "layers",
+        key: str | None = "layers",
         *,
         times: int = 1,
         start: int = 0,
     ) -> tuple[LayerPlan, ...]:
-        """Plan a nested stack (residual body, repeat) from the current position;
+        """Plan a nested stack (residual body, repeat, a path) from the current position;
         child indices are numbered from `start` under the current layer's index."""
         plans = self.planner.plan_stack(
             specs,
             inp,
-            Where(f"{where.label}.{key}", (*where.path, key)),
+            where if key is None else Where(f"{where.label}.{key}", (*where.path, key)),
             prefix=f"{self.index}.",
             rf=self.cursor.receptive_field,
             jump=self.cursor.jump,
@@ -204,6 +204,12 @@ class _LayerContext:
             times=times,
         )
         return tuple(_reindex(p, start + i, f"{self.index}.") for i, p in enumerate(plans))
+
+    def plan_child(self, spec: LayerSpec, inp: Volume, where: Where, number: int) -> LayerPlan:
+        """Plan `spec` as child `number` of the current layer, fed `inp` from the
+        current position (each path of a `branches` starts where the branch does)."""
+        cursor = replace(self.cursor, volume=inp)
+        return self.planner.plan_layer(spec, where, f"{self.index}.{number}", cursor)
 
 
 def plan_layers(
