@@ -443,7 +443,8 @@ class Trainer:
         test, seconds = tested
         results = self._results(test)
         if self.dist.is_main:
-            row = EpochMetrics(self.config.train.epochs, "test", test.loss, test.accuracy,
+            # the epochs that ran: a time budget may have cut the configured ones short
+            row = EpochMetrics(self.position.epoch, "test", test.loss, test.accuracy,
                                seconds, rate(test.samples, seconds))
             self.metrics_log.append([row.csv_row()])
             for callback in self.callbacks:
@@ -467,7 +468,7 @@ class Trainer:
             "val_accuracy": last_val.accuracy if last_val else None,
             "train_seconds": pos.train_seconds,
             "wall_seconds": time.perf_counter() - self.started,
-            "epochs": train.epochs, "steps": pos.step,
+            "epochs": pos.epoch, "epochs_configured": train.epochs, "steps": pos.step,
             "epochs_run": round(pos.step / self.steps_per_epoch, 3),
             "time_budget": train.time_budget,
             "images_per_s": rate(pos.train_images, pos.train_seconds),
