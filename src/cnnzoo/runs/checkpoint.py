@@ -27,6 +27,7 @@ from cnnzoo.utils.files import atomic_write_bytes
 
 FORMAT = "cnnzoo-weights-2"
 STATE_FORMAT = "cnnzoo-state-2"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -66,6 +67,14 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
 
 
 def _header(data: bytes, path: Path) -> dict[str, Any]:
+    if data[:4] == ZIP_MAGIC:  # torch.save writes zip archives (as a safetensors header
+        # length, these bytes would claim 67 MB of header)
+        weights = Path(path).parent / "model.safetensors"
+        instead = (f"give {weights} or its run directory {weights.parent}" if weights.is_file()
+                   else "give a run directory or a .safetensors weights file")
+        raise CheckpointError(
+            f"{path} is a torch.save archive, such as a run's training state (state.pt, what "
+            f"`train --resume` reads), not a weights file; {instead}")
     if len(data) < 8:
         raise CheckpointError(f"corrupt checkpoint {path}: {len(data)} bytes, not safetensors")
     size = int.from_bytes(data[:8], "little")

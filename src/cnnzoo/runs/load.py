@@ -19,7 +19,8 @@ from cnnzoo.runs.checkpoint import load_into
 
 def load_run_model(run: rundir.Run, device: torch.device) -> Network:
     """The run's network with its trained weights, verified, in the memory layout it was
-    trained in, in eval mode."""
+    trained in, in eval mode (with a warning when the run is still training)."""
+    rundir.warn_if_training(run)
     plan = plan_experiment(run.config)
     rundir.check_fits_network(run, plan.output.depth, plan.input.as_list())
     model = build_network(plan)

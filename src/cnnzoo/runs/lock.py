@@ -124,14 +124,20 @@ def holder(path: Path) -> int | None:
     return None
 
 
-def refuse_live(path: Path, action: str) -> None:
-    """Raise `RunBusy` when a live process trains into `path` (and it is not this one):
-    for `--init-from`, tuning trials and anything else that must not read a run that
-    is still changing under it, or write into it."""
+def other_holder(path: Path) -> int | None:
+    """The process id of another live process training into `path` (-1 when it cannot
+    be read), or None when none does or this process holds it."""
     key = path.resolve()
     if key in _HELD and _HELD[key].held:
-        return
-    pid = holder(path)
+        return None
+    return holder(path)
+
+
+def refuse_live(path: Path, action: str) -> None:
+    """Raise `RunBusy` when a live process trains into `path` (and it is not this one):
+    for resuming, tuning trials and anything else that must not write into a run that
+    is still changing under it."""
+    pid = other_holder(path)
     if pid is not None:
         raise RunBusy(path, pid if pid > 0 else None, action)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from cnnzoo.config.experiment import ExperimentConfig, load_config
 from cnnzoo.errors import CheckpointError, CnnzooError, ConfigError
-from cnnzoo.runs.lock import RunLock, claim_new_run_dir, lock_run, refuse_live
+from cnnzoo.runs.lock import RunLock, claim_new_run_dir, lock_run, other_holder, refuse_live
 from cnnzoo.utils.files import atomic_write_bytes, atomic_write_text, check_writable
 
 CONFIG = "config.yaml"
@@ -266,6 +266,47 @@ def check_fits_network(run: Run, outputs: int, input_shape: list[int]) -> None:
             f"{run.path / RUN} is damaged: its input {run.info['input']} is not the "
             f"network's {list(input_shape)}"
         )
+
+
+@dataclass(frozen=True)
+class Training:
+    """A run that another live process is training into."""
+
+    path: Path
+    epoch: int  # the epoch under way, from 1
+    epochs: int  # the config's train.epochs
+    pid: int | None
+
+    def short(self) -> str:
+        return f"still training (epoch {self.epoch}/{self.epochs})"
+
+    def line(self) -> str:
+        by = f", process {self.pid}" if self.pid is not None else ""
+        last = (f"the checkpoint after epoch {self.epoch - 1}" if self.epoch > 1
+                else "no finished epoch yet")
+        return (f"{self.path} is still training (epoch {self.epoch}/{self.epochs}{by}): what "
+                f"is read is {last}, not the finished run")
+
+
+def still_training(run: Run) -> Training | None:
+    """The run's progress while another live process trains into it, else None: what is
+    read of it is its last checkpoint, which a reader must not pass off as final."""
+    pid = other_holder(run.path)
+    if pid is None:
+        return None
+    try:
+        done = len({row.get("epoch") for row in read_metrics(run.path)
+                    if row.get("split") == "train"})
+    except CheckpointError:
+        done = 0
+    return Training(run.path, done + 1, run.config.train.epochs, pid if pid > 0 else None)
+
+
+def warn_if_training(run: Run) -> None:
+    """Say on stderr that `run` is still training, when it is."""
+    training = still_training(run)
+    if training is not None:
+        print(f"warning: {training.line()}", file=sys.stderr, flush=True)
 
 
 def open_run(path: str | Path) -> Run:

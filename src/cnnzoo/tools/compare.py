@@ -49,6 +49,7 @@ class RunSummary:
     train_seconds: float | None
     device: str | None
     epochs: int | None
+    training: str | None = None  # "still training (epoch i/n)" while a process trains it
 
 
 def summarize_run(path: Path) -> RunSummary:
@@ -64,8 +65,10 @@ def summarize_run(path: Path) -> RunSummary:
                           float(results["test_accuracy"]), float(results["train_seconds"]),
                           str(results.get("device", "?")), results.get("epochs"))
     plan = plan_experiment(run.config)
+    training = rundir.still_training(run)
+    state = training.short() if training is not None else None
     return RunSummary(run.path, run.config.name, str(run.info.get("dataset", "?")),
-                      plan.total_params, plan.total_macs, None, None, None, None)
+                      plan.total_params, plan.total_macs, None, None, None, None, state)
 
 
 def compare_runs(args: list[str],
@@ -105,7 +108,7 @@ def format_comparison(rows: list[RunSummary]) -> str:
               "device", "run")
     table = [
         (label, r.dataset, f"{r.params:,}", f"{r.macs:,}",
-         f"{r.test_accuracy:.2%}" if r.test_accuracy is not None else "unfinished",
+         f"{r.test_accuracy:.2%}" if r.test_accuracy is not None else r.training or "unfinished",
          str(r.epochs) if r.epochs is not None else "-", format_seconds(r.train_seconds),
          r.device or "-", str(r.path))
         for label, r in zip(labels(rows), rows, strict=True)
@@ -118,7 +121,8 @@ def comparison_json(rows: list[RunSummary]) -> list[dict[str, Any]]:
     return [
         {"label": label, "run": str(r.path), "name": r.name, "dataset": r.dataset,
          "params": r.params, "macs": r.macs, "test_accuracy": r.test_accuracy,
-         "train_seconds": r.train_seconds, "device": r.device, "epochs": r.epochs}
+         "train_seconds": r.train_seconds, "device": r.device, "epochs": r.epochs,
+         "training": r.training}
         for label, r in zip(labels(rows), rows, strict=True)
     ]
 
