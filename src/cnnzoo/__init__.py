@@ -25,6 +25,10 @@ def __getattr__(name: str) -> Any:
         from cnnzoo.runs import pretrained
 
         return pretrained.build_model
+    if name == "Predictor":  # a trained network answering images (torch or onnxruntime)
+        from cnnzoo.tools import predictor
+
+        return predictor.Predictor
     raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
 
 
@@ -35,6 +39,7 @@ __all__ = [
     "LayerSpec",
     "Network",
     "Plan",
+    "Predictor",
     "__version__",
     "build_model",
     "layers",

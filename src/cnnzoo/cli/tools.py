@@ -23,6 +23,7 @@ from cnnzoo.cli.options import (
     check_device,
     run_dir_of,
 )
+from cnnzoo.cli.serve import Backend, BackendOption
 
 
 def eval_(
@@ -76,28 +77,55 @@ def eval_(
 
 def predict(
     source: RunSource,
-    images: Annotated[list[Path], typer.Argument(help="image files (png, jpg, ...)")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="image files (png, jpg, ...), folders (searched "
+                                  "recursively), quoted globs ('shots/*.png') or @list.txt "
+                                  "(one path a line)")
+    ],
     top: Annotated[int, typer.Option("--top", "-t", min=1, help="classes to show")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write the answers to a .csv, .jsonl or "
+                                  ".json file (by its suffix), with an error column")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="images per forward pass")
+    ] = 64,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="processes that decode images "
+                                 "(default: one per core but one; 0: none)")
+    ] = None,
+    backend: BackendOption = Backend.torch,
     device: DeviceOption = "auto",
     pretrained: PretrainedFlag = False,
 ) -> None:
     """The most likely classes, with probabilities, for image files (for a run trained
     with the svm or margin loss: the class scores, which are not probabilities)."""
-    from cnnzoo.tools.predict import predict_files, unreadable
+    from cnnzoo.errors import CnnzooError
+    from cnnzoo.tools.inputs import iter_inputs
+    from cnnzoo.tools.outputs import check_out, open_writer, progress_bar
+    from cnnzoo.tools.predict import Tally, stream_predictions
+    from cnnzoo.tools.predictor import Predictor
 
     check_device(device)
-    results = predict_files(run_dir_of(source, pretrained), images, top, device)
-    if as_json:
-        print(json.dumps(results, indent=2))
-    else:
-        for item in results:
-            if "top" in item:
-                guesses = ", ".join(
-                    f"{g['class']} {g['probability']:.1%}" if "probability" in g
-                    else f"{g['class']} score {g['score']:.3f}" for g in item["top"])
-                print(f"{item['image']}: {guesses}")
-    error = unreadable(results)  # every readable file is answered first
+    if out is not None:
+        check_out(out)
+    predictor = Predictor(run_dir_of(source, pretrained), backend=backend.value, device=device,
+                          top=top)
+    tally = Tally()
+    answers = stream_predictions(predictor, iter_inputs(inputs), batch_size, workers)
+    columns = min(top, len(predictor.classes))
+    with progress_bar(out is not None or as_json) as bar, open_writer(
+            out, as_json and out is None, columns, predictor.kind) as write:
+        for item in answers:
+            write(item)
+            tally.add(item)
+            bar.update()
+        if tally.images == 0:  # before an empty --out file is kept
+            raise CnnzooError(f"no image files in {' '.join(inputs)}")
+    if out is not None:
+        print(f"wrote {out} ({tally.images:,} images, {tally.failed:,} could not be read)")
+    error = tally.failure()  # every readable file is answered first
     if error is not None:
         raise error
 

@@ -1,73 +1,120 @@
-"""`cnnzoo predict`: classify image files with a trained run."""
+"""`cnnzoo predict`: classify image files, folders, globs and lists with a trained run.
+
+The paths stream from tools/inputs.py in batches; worker processes read and decode
+the images (the same reader and limits as everywhere, data/images.py) a few batches
+ahead of the network, and the answers go to tools/outputs.py as they come. At most
+`2 x workers` batches are ever held, so a list of a million paths costs the memory of
+a few batches. An unreadable image is answered with its error and the rest predicted;
+the command fails at the end, naming the first few.
+"""
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import torch
+import numpy as np
 
-from cnnzoo.data.images import read_image
 from cnnzoo.errors import CnnzooError, DataError
 from cnnzoo.layers.shapes import Volume
-from cnnzoo.model.devices import resolve_device
-from cnnzoo.runs import rundir
-from cnnzoo.runs.load import load_run_model, run_transform
-from cnnzoo.training.evaluation import predict_logits
-from cnnzoo.training.losses import create_loss
+from cnnzoo.tools.predictor import Prediction, Predictor, decode
+
+NAMED_ERRORS = 10  # the unreadable images the final message names; the rest are counted
+Decoded = list[tuple[np.ndarray | None, str | None]]
 
 
-def predict_files(run_dir: Path, images: list[Path], top: int = 3,
-                  device: str = "auto") -> list[dict[str, Any]]:
-    """Top-`top` classes with probabilities for each image, preprocessed as in training
-    (converted to the input's channels, resized to its W x H, normalised). An image
-    that cannot be read gets {"image", "error"} in its place; the others are answered.
+def default_workers() -> int:
+    """One decoding process per core but one, which the network uses: at least one."""
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
 
-    A run trained with a loss that fits no probabilities (svm, margin) gets its raw class
-    scores under `score` instead: a softmax of such scores would look like a probability
-    without being one."""
-    run = rundir.open_run(run_dir)
-    torch_device = resolve_device(device)
-    model = load_run_model(run, torch_device)
-    volume = Volume(*run.info["input"])
-    transform = run_transform(run, torch_device)
-    pixels: list[torch.Tensor] = []
-    errors: dict[int, str] = {}
-    for i, path in enumerate(images):
+
+def decode_chunk(paths: list[str], volume: tuple[int, int, int]) -> Decoded:
+    """Pixels or the error for each path; runs in a worker process."""
+    decoded: Decoded = []
+    for path in paths:
         try:
-            if not Path(path).is_file():
-                raise DataError(f"no image file {path}")
-            pixels.append(read_image(Path(path), volume))
+            decoded.append((decode(path, Volume(*volume)), None))
         except DataError as exc:
-            errors[i] = str(exc)
-    label = "probability" if create_loss(run.config.train.loss).probabilities else "score"
-    answers = iter(())
-    if pixels:
-        batch = torch.stack(pixels).to(torch_device)
-        with torch.no_grad():
-            scores = predict_logits(model, transform.normalize(batch), run.config.train.tta,
-                                    transform.neg_shift).float().cpu()
-        answers = iter(scores.softmax(1) if label == "probability" else scores)
-    results: list[dict[str, Any]] = []
-    for i, path in enumerate(images):
-        if i in errors:
-            results.append({"image": str(path), "error": errors[i]})
-            continue
-        values, index = next(answers).topk(min(top, len(run.classes)))
-        results.append({
-            "image": str(path),
-            "top": [{"class": run.classes[k], "index": int(k), label: float(v)}
-                    for v, k in zip(values.tolist(), index.tolist(), strict=True)],
-        })
-    return results
+            decoded.append((None, str(exc)))
+    return decoded
 
 
-def unreadable(results: list[dict[str, Any]]) -> CnnzooError | None:
-    """The error to exit with when some images could not be read, naming them all."""
-    bad = [item["error"] for item in results if "error" in item]
-    if not bad:
-        return None
-    if len(results) == 1:
-        return CnnzooError(bad[0])
-    return CnnzooError(f"{'; '.join(bad)} ({len(bad)} of {len(results)} images could not "
-                       "be read; the others are answered)")
+def _quiet_worker() -> None:
+    import torch
+
+    # As torch's DataLoader does in its workers: one thread each, so that N decoding
+    # processes do not start N thread pools on cores the network is using.
+    torch.set_num_threads(1)
+
+
+def stream_predictions(predictor: Predictor, paths: Iterable[Path], batch_size: int = 64,
+                       workers: int | None = None, top: int | None = None
+                       ) -> Iterator[Prediction]:
+    """Predictions for `paths`, in order, batch by batch. Images are decoded in `workers`
+    processes (None: default_workers(); 0: in this process), unless they all fit in one
+    batch, where starting processes would cost more than it saves."""
+    if batch_size < 1:
+        raise CnnzooError(f"--batch-size must be at least 1. Received: {batch_size}")
+    volume = (predictor.volume.width, predictor.volume.height, predictor.volume.depth)
+    chunks = _batched((str(p) for p in paths), batch_size)
+    head = list(itertools.islice(chunks, 2))
+    workers = default_workers() if workers is None else workers
+    if len(head) < 2 or workers == 0:
+        for chunk in itertools.chain(head, chunks):
+            yield from _answer(predictor, chunk, decode_chunk(chunk, volume), top)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with context.Pool(workers, initializer=_quiet_worker) as pool:
+        pending: deque = deque()
+        for chunk in itertools.chain(head, chunks):
+            pending.append((chunk, pool.apply_async(decode_chunk, (chunk, volume))))
+            if len(pending) >= 2 * workers:
+                done, job = pending.popleft()
+                yield from _answer(predictor, done, job.get(), top)
+        while pending:
+            done, job = pending.popleft()
+            yield from _answer(predictor, done, job.get(), top)
+
+
+def _batched(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _answer(predictor: Predictor, names: list[str], decoded: Decoded,
+            top: int | None) -> list[Prediction]:
+    return predictor.answer(names, [pixels for pixels, _ in decoded],
+                            [error for _, error in decoded], top)
+
+
+@dataclass
+class Tally:
+    """How many images were answered, and the first few errors, for the final message."""
+
+    images: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)  # at most NAMED_ERRORS
+
+    def add(self, item: Prediction) -> None:
+        self.images += 1
+        if item.error is not None:
+            self.failed += 1
+            if len(self.errors) < NAMED_ERRORS:
+                self.errors.append(item.error)
+
+    def failure(self) -> CnnzooError | None:
+        """The error to exit with when some images could not be read, or None."""
+        if not self.failed:
+            return None
+        if self.images == 1:
+            return CnnzooError(self.errors[0])
+        more = self.failed - len(self.errors)
+        named = "; ".join(self.errors) + (f"; and {more:,} more" if more else "")
+        return CnnzooError(f"{named} ({self.failed:,} of {self.images:,} images could not "
+                           "be read; the others are answered)")

@@ -1,0 +1,62 @@
+"""`cnnzoo serve`: a trained network behind HTTP; and the --backend choice that
+`predict` shares with it."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from cnnzoo.cli.options import DeviceOption, PretrainedFlag, RunSource, check_device
+
+
+class Backend(str, Enum):  # written out, not imported: --help must not import torch
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+BackendOption = Annotated[
+    Backend, typer.Option("--backend", help="torch, or onnxruntime (the network exported to "
+                          "ONNX on first use, cached, and checked against torch)")
+]
+
+
+def serve(
+    source: RunSource,
+    pretrained: PretrainedFlag = False,
+    host: Annotated[str, typer.Option("--host", help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="the TCP port")] = 8000,
+    backend: BackendOption = Backend.torch,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="images per forward pass at most")
+    ] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="how long a request waits for others "
+                            "to share its forward pass")
+    ] = 5.0,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", min=1, help="images waiting at most; more are "
+                          "answered 503 with Retry-After")
+    ] = 256,
+    max_bytes: Annotated[
+        int, typer.Option("--max-bytes", min=1, help="the largest request body, in bytes")
+    ] = 16 << 20,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="server processes on the one port, each "
+                          "with its own copy of the network")
+    ] = 1,
+    top: Annotated[int, typer.Option("--top", "-t", min=1, help="classes per answer")] = 3,
+    device: DeviceOption = "auto",
+) -> None:
+    """Serve a trained network over HTTP with dynamic batching: POST /predict (one
+    image), POST /predict/batch (multipart files); GET /health, /labels, /metadata.
+    SIGTERM answers the requests in flight, then exits 0."""
+    from cnnzoo.serve.app import ServeOptions
+    from cnnzoo.serve.server import serve as run_server
+
+    check_device(device)
+    options = ServeOptions(source=source, pretrained=pretrained, backend=backend.value,
+                           device=device, top=top, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                           max_queue=max_queue, max_bytes=max_bytes)
+    run_server(options, host, port, workers)

@@ -1,0 +1,211 @@
+"""The HTTP app of `cnnzoo serve`: Starlette routes over a Predictor and a Batcher.
+
+    POST /predict        one image (the raw body as image/* or application/octet-stream,
+                         or one file in multipart/form-data) -> its top classes, the JSON
+                         of one `cnnzoo predict --json` item
+    POST /predict/batch  several files in multipart/form-data -> a list of such items
+                         (an unreadable file gets its error, the others their answers)
+    GET  /health         200 {"status": "ready"} once the network is loaded and warmed up
+    GET  /labels         the class names, by index
+    GET  /metadata       the network (config name, input volume, normalisation, params,
+                         the weights' SHA-256, cnnzoo's version), the batching settings
+                         and counters (requests, images, forward passes, batch sizes)
+
+Every refusal is JSON `{"error": message}` with a 4xx status (413 over the size cap,
+415 for another content type, 400 for a body that is no readable image), or 503 with
+`Retry-After` when the queue is full; the server goes on serving either way. Images
+are decoded in threads and the network runs in a thread of the batcher's, so the
+event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from cnnzoo.errors import DataError
+from cnnzoo.serve.batcher import Batcher, QueueFull
+from cnnzoo.tools.predictor import NamedBytes, Prediction, Predictor, decode
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `cnnzoo serve` was asked for; travels to every worker process as JSON."""
+
+    source: str  # a run directory, or with `pretrained` a config name, file or URL
+    pretrained: bool = False
+    backend: str = "torch"  # torch or onnxruntime
+    device: str = "auto"
+    top: int = 3  # classes per answer
+    max_batch: int = 64  # images per forward pass at most
+    max_wait_ms: float = 5.0  # how long the first image of a batch waits for others
+    max_queue: int = 256  # images waiting at most; more are refused with 503
+    max_bytes: int = 16 << 20  # the largest request body accepted
+    max_files: int = 256  # files in one /predict/batch request at most
+
+
+class Refused(Exception):
+    """A request answered with a 4xx status and a JSON message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+RAW_TYPES = ("image/", "application/octet-stream")
+RETRY_AFTER_SECONDS = 1
+
+
+def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Starlette:
+    """The app; it loads the network at start-up (or takes `predictor`, already loaded)
+    and warms it up before it accepts requests."""
+    state: dict[str, Any] = {"requests": 0}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loaded = predictor or await run_in_threadpool(
+            Predictor, options.source, pretrained=options.pretrained, backend=options.backend,
+            device=options.device, top=options.top)
+        volume = loaded.volume
+        blank = np.zeros((volume.depth, volume.height, volume.width), np.uint8)
+        await run_in_threadpool(loaded.answer, ["warm-up"], [blank], [None])
+        batcher = Batcher(lambda items: loaded.answer(
+            [name for name, _ in items], [pixels for _, pixels in items], [None] * len(items)),
+            options.max_batch, options.max_wait_ms / 1000, options.max_queue)
+        batcher.start()
+        state.update(predictor=loaded, batcher=batcher)
+        yield
+        await batcher.stop()
+
+    async def predict_one(request: Request) -> JSONResponse:
+        state["requests"] += 1
+        name, data = (await _files(request, options, 1))[0]
+        item = await _decode(name, data, state["predictor"])
+        if isinstance(item, Prediction):
+            raise Refused(400, item.error or "")
+        return JSONResponse((await _submit(state["batcher"], [item]))[0].as_dict())
+
+    async def predict_batch(request: Request) -> JSONResponse:
+        state["requests"] += 1
+        if not _is_multipart(request):
+            raise Refused(415, "POST /predict/batch takes multipart/form-data, one file part "
+                          f"per image. Received: {_content_type(request) or 'no content type'}")
+        files = await _files(request, options, options.max_files)
+        items = [await _decode(name, data, state["predictor"]) for name, data in files]
+        readable = [item for item in items if not isinstance(item, Prediction)]
+        answers = iter(await _submit(state["batcher"], readable) if readable else ())
+        return JSONResponse([(item if isinstance(item, Prediction) else next(answers)).as_dict()
+                             for item in items])
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ready"})
+
+    async def labels(request: Request) -> JSONResponse:
+        return JSONResponse({"classes": state["predictor"].classes})
+
+    async def metadata(request: Request) -> JSONResponse:
+        counters = state["batcher"].counters
+        return JSONResponse({
+            **state["predictor"].metadata,
+            "serving": {**asdict(options), "pid": os.getpid()},
+            "counters": {"requests": state["requests"], "images": counters.images,
+                         "forward_passes": counters.forward_passes,
+                         "rejected": counters.rejected,
+                         "batch_sizes": {str(k): v for k, v in
+                                         sorted(counters.batch_sizes.items())}},
+        })
+
+    routes = [Route("/predict", predict_one, methods=["POST"]),
+              Route("/predict/batch", predict_batch, methods=["POST"]),
+              Route("/health", health), Route("/labels", labels), Route("/metadata", metadata)]
+    handlers = {Refused: _refused, HTTPException: _http_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+async def _submit(batcher: Batcher, items: list[tuple[str, np.ndarray]]) -> list[Prediction]:
+    try:
+        return await batcher.submit(items)
+    except QueueFull as exc:
+        raise Refused(503, f"the server is busy: {exc}; retry in {RETRY_AFTER_SECONDS} s"
+                      ) from None
+
+
+async def _decode(name: str, data: bytes, predictor: Predictor
+                  ) -> tuple[str, np.ndarray] | Prediction:
+    """(name, pixels), or a Prediction that carries the error of an unreadable image."""
+    try:
+        return name, await run_in_threadpool(decode, NamedBytes(data, name), predictor.volume)
+    except DataError as exc:
+        return Prediction(name, error=str(exc), kind=predictor.kind)
+
+
+async def _files(request: Request, options: ServeOptions, most: int) -> list[tuple[str, bytes]]:
+    """The images a request carries as (name, bytes): its raw body, or its file parts."""
+    if _is_multipart(request):
+        try:
+            form = await MultiPartParser(request.headers, _capped(request, options.max_bytes),
+                                         max_files=most, max_fields=most).parse()
+        except MultiPartException as exc:
+            raise Refused(400, f"the multipart body cannot be read: {exc}") from None
+        files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
+                 if not isinstance(value, str)]
+        if not files:
+            raise Refused(400, "the multipart body holds no file part; send the image as a "
+                          "file (curl -F image=@shot.png)")
+        if len(files) > most:
+            raise Refused(400, f"{len(files)} files in one request, at most {most}")
+        return files
+    if not _content_type(request).startswith(RAW_TYPES):
+        raise Refused(415, "send the image as the body with Content-Type image/* or "
+                      "application/octet-stream, or as a file in multipart/form-data. "
+                      f"Received: {_content_type(request) or 'no content type'}")
+    body = b"".join([chunk async for chunk in _capped(request, options.max_bytes)])
+    if not body:
+        raise Refused(400, "the request body is empty; send the image's bytes")
+    return [("request body", body)]
+
+
+async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused(413, f"the body is {int(declared):,} bytes, over the limit of {limit:,} "
+                      "(cnnzoo serve --max-bytes)")
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, f"the body is over the limit of {limit:,} bytes (cnnzoo serve "
+                          "--max-bytes)")
+        yield chunk
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").lower()
+
+
+def _is_multipart(request: Request) -> bool:
+    return _content_type(request).startswith("multipart/form-data")
+
+
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
