@@ -21,3 +21,12 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return Result(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two finished runs (tests.helpers.runs' SMALL and DENSE) on fake Fashion-MNIST
+    files, trained once for the callbacks', compare's and viz's tests."""
+    from tests.helpers.runs import train_small_and_dense
+
+    return train_small_and_dense(tmp_path_factory.mktemp("zoo"))

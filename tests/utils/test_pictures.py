@@ -1,10 +1,13 @@
-"""The accuracy-against-parameters picture reads at a glance: no label covers another
-label, a marker, a line or the legend; runs cut short and published rows look different."""
+"""cnnzoo.utils.pictures: mosaics, filter tiles, volume grids and the figures, checked
+against arrays worked out by hand; and the accuracy-against-parameters picture reads at a
+glance: no label covers another label, a marker, a line or the legend; runs cut short and
+published rows look different."""
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from cnnzoo.config.bundled import read_measured
@@ -87,3 +90,68 @@ def test_a_record_trained_fewer_epochs_than_its_config_says_so() -> None:
     })}
     assert points["lenet5"].limited is not None and points["lenet5"].limited.startswith("1 of ")
     assert points["fashion-best"].limited is None  # its config trains to a time budget
+
+
+def test_mosaic_places_tiles_row_by_row():
+    tiles = np.arange(5 * 2 * 3, dtype=float).reshape(5, 2, 3)
+    grid = pictures.mosaic(tiles, columns=2, gap=1, fill=-1)
+    assert grid.shape == (3 * 2 + 2, 2 * 3 + 1)
+    for i in range(5):
+        r, c = divmod(i, 2)
+        np.testing.assert_array_equal(grid[r * 3: r * 3 + 2, c * 4: c * 4 + 3], tiles[i])
+    assert (grid[2, :] == -1).all() and (grid[:, 3] == -1).all()
+    assert (grid[6:, 4:] == -1).all()  # the sixth cell is empty
+    assert pictures.mosaic(np.zeros((16, 4, 4))).shape == (4 * 5 - 1, 4 * 5 - 1)
+
+
+def test_filter_tiles_scale_each_filter():
+    rng = np.random.default_rng(0)
+    rgb = pictures.filter_tiles(rng.normal(size=(4, 3, 5, 5)))
+    assert rgb.shape == (4, 5, 5, 3)
+    np.testing.assert_allclose(rgb.min(axis=(1, 2, 3)), 0)
+    np.testing.assert_allclose(rgb.max(axis=(1, 2, 3)), 1)
+    grey = pictures.filter_tiles(rng.normal(size=(4, 2, 3, 3)))
+    assert grey.shape == (8, 3, 3, 3) and (grey[..., 0] == grey[..., 2]).all()
+    weights = np.array([[[[1.0, 3.0], [5.0, 3.0]]]])
+    np.testing.assert_allclose(pictures.filter_tiles(weights)[0, ..., 0], [[0, 0.5], [1, 0.5]])
+
+
+def test_volume_grid_keeps_dead_slices_dark():
+    volume = np.stack([np.zeros((3, 3)), np.full((3, 3), 2.0), np.eye(3) * 4])
+    grid = pictures.volume_grid(volume)
+    assert grid.shape == (7, 7)
+    np.testing.assert_array_equal(grid[0:3, 0:3], 0)
+    np.testing.assert_array_equal(grid[0:3, 4:7], 0.5)
+    np.testing.assert_array_equal(grid[4:7, 0:3], np.eye(3))
+    assert np.isnan(grid[3]).all()
+
+
+def test_confusion_figure_title_and_labels():
+    confusion = np.array([[3, 1], [0, 4]])
+    fig = pictures.confusion_figure(confusion, ["cat", "dog"], "pets")
+    ax = fig.axes[0]
+    assert ax.get_title() == "pets: accuracy 87.50% on 8 images"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog"]
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "3", "4"]
+
+
+def test_curves_figure_plots_each_split():
+    rows = [{"epoch": e, "split": s, "loss": 1 / e, "accuracy": 0.5 + e / 10}
+            for e in (1, 2, 3) for s in ("train", "val")]
+    rows.append({"epoch": 3, "split": "test", "loss": 0.4, "accuracy": 0.81})
+    loss_ax, acc_ax = pictures.curves_figure(rows, "run").axes
+    lines = {line.get_label(): line for line in acc_ax.get_lines()}
+    np.testing.assert_allclose(lines["val"].get_ydata(), [60, 70, 80])
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["train", "val"]
+    assert "test 81.00" in [t.get_text() for t in acc_ax.get_legend().get_texts()]
+
+
+def test_accuracy_params_figure():
+    points = [pictures.Point("a", 1_000, 0.8), pictures.Point("b", 1_000_000, 0.9, True),
+              pictures.Point("c", 20_000, 0.85, True)]
+    ax = pictures.accuracy_params_figure(points, "t", highlight_label="trio").axes[0]
+    assert ax.get_xscale() == "log"
+    assert sorted(t.get_text() for t in ax.texts) == ["a", "b", "c"]
+    joined = ax.get_lines()[0]
+    np.testing.assert_array_equal(joined.get_xdata(), [20_000, 1_000_000])  # by size
+    assert [pictures.short_count(v) for v in (999, 1500, 2_000_000)] == ["999", "1.5k", "2M"]
