@@ -11,6 +11,9 @@ The pictures written into the run directory:
     confusion.png  the test set's confusion matrix, with class names
     filters.png    the first layer's filters as an image grid
 
+and, beside them, `predictions.npz`: every test image's true class, predicted class
+and top scores (cnnzoo.runs.predictions), which `cnnzoo compare` pairs between runs.
+
 Where the `tensorboard` package is installed, the run directory also gets event
 files (scalars per epoch and these pictures), so `tensorboard --logdir runs` works.
 """
@@ -125,6 +128,19 @@ def _unwrapped(model: nn.Module) -> nn.Module:
     return model
 
 
+class TestPredictions(Callback):
+    """predictions.npz at the end: the test set's per-image results."""
+
+    def on_train_end(self, ctx: RunContext, results: dict[str, Any], test: Evaluation,
+                     model: nn.Module) -> None:
+        from cnnzoo.runs.predictions import PREDICTIONS, write_predictions
+
+        if test.predictions is not None:
+            dataset = str(results.get("dataset", ctx.config.data.dataset))
+            _guarded(PREDICTIONS, lambda: write_predictions(
+                ctx.run_dir / PREDICTIONS, test.predictions.to_file("test", dataset)))
+
+
 def tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
@@ -194,9 +210,9 @@ def _rgb(path: Path) -> Any:
 
 
 def default_callbacks() -> list[Callback]:
-    """The callbacks `cnnzoo train` runs: pictures, and TensorBoard event files where
-    the package is installed (`pip install 'cnnzoo[tensorboard]'`)."""
-    callbacks: list[Callback] = [Pictures()]
+    """The callbacks `cnnzoo train` runs: the test predictions, pictures, and TensorBoard
+    event files where the package is installed (`pip install 'cnnzoo[tensorboard]'`)."""
+    callbacks: list[Callback] = [TestPredictions(), Pictures()]
     if tensorboard_available():
         callbacks.append(TensorBoardEvents())
     return callbacks
