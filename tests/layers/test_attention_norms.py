@@ -68,6 +68,19 @@ def test_squeeze_excite_takes_other_activations_and_gates():
     torch.testing.assert_close(model(x), x * scale[:, :, None, None])
 
 
+@pytest.mark.parametrize(("depth", "hidden"), [(16, 8), (96, 24), (240, 64), (120, 32),
+                                              (144, 40), (288, 72), (576, 144)])
+def test_divisor_rounds_the_hidden_units_as_mobilenet_v3(depth, hidden):
+    """torchvision's MobileNetV3-Small SE blocks: hidden = _make_divisible(depth // 4, 8)."""
+    from torchvision.ops.misc import SqueezeExcitation
+
+    model = network("- squeeze_excite: {ratio: 4, divisor: 8, gate: hardsigmoid}",
+                    (4, 4, depth))
+    assert model.plan.layers[1].detail["hidden"] == hidden
+    reference = SqueezeExcitation(depth, hidden, scale_activation=nn.Hardsigmoid)
+    assert model.plan.layers[1].params == sum(p.numel() for p in reference.parameters())
+
+
 def group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor,
                bias: torch.Tensor) -> torch.Tensor:
     """Wu and He's group norm written out: statistics per image and group of channels."""

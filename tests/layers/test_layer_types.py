@@ -24,6 +24,9 @@ EXAMPLES = {
     "silu": "silu",
     "tanh": "tanh",
     "sigmoid": "sigmoid",
+    "relu6": "relu6",
+    "hardswish": "hardswish",
+    "hardsigmoid": "hardsigmoid",
     "leaky_relu": {"leaky_relu": 0.2},
     "elu": {"elu": 0.5},
     "dropout": {"dropout": 0.25},
@@ -76,10 +79,15 @@ def test_layer_type_is_planned_built_and_run(name: str) -> None:
     assert tuple(y.shape) == expected
     assert sum(p.numel() for p in model.parameters()) == plan.total_params
     assert torch.isfinite(y).all()
-    if name in ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu"):
+    if name in ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "relu6",
+                "hardswish", "hardsigmoid"):
+        # The MobileNet activations written out: relu6(x) = min(max(x, 0), 6).
+        relu6 = lambda t: t.clamp(0, 6)  # noqa: E731
         reference = {"relu": torch.relu, "gelu": torch.nn.functional.gelu,
                      "silu": torch.nn.functional.silu, "tanh": torch.tanh,
-                     "sigmoid": torch.sigmoid,
+                     "sigmoid": torch.sigmoid, "relu6": relu6,
+                     "hardswish": lambda t: t * relu6(t + 3) / 6,
+                     "hardsigmoid": lambda t: relu6(t + 3) / 6,
                      "elu": lambda t: torch.nn.functional.elu(t, 0.5),
                      "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.2)}[name]
         torch.testing.assert_close(y, reference(x))

@@ -27,7 +27,8 @@ CASES: dict[str, str] = {
     "input": CONV,
     **{name: f"{CONV}\n- {name}" for name in ("relu", "gelu", "silu", "tanh", "sigmoid",
                                               "leaky_relu", "elu", "dropout", "batchnorm",
-                                              "flatten")},
+                                              "flatten", "relu6", "hardswish",
+                                              "hardsigmoid")},
     **{f"conv-{mode}": f"- conv: {{filters: 4, kernel: 3, padding: 2, padding_mode: {mode}}}"
        for mode in PADDING_MODES},
     "conv-strided-dilated-groups": "- conv: {filters: 4, kernel: 3, stride: 2, dilation: 2, "

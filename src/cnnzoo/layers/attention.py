@@ -26,6 +26,8 @@ class SqueezeExciteSpec(LayerSpec):
                             doc="after the first fc (D -> D/ratio)")
     gate: str = param("sigmoid", kind=choice_kind(ACTIVATIONS),
                       doc="after the second fc (-> D): the scale of each channel")
+    divisor: int = param(1, kind=int_kind(1),
+                         doc="round the hidden units to a multiple of this (8 in MobileNetV3)")
 
     def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         if inp.flat:
@@ -34,7 +36,7 @@ class SqueezeExciteSpec(LayerSpec):
                 f"vector {inp} (after {context.after})",
                 fix="put squeeze_excite before the first fc or flatten",
             )
-        hidden = inp.depth // self.ratio
+        hidden = hidden_units(inp.depth // self.ratio, self.divisor)
         if hidden < 1:
             raise where.error(
                 f"ratio {self.ratio} is larger than the depth {inp.depth} of its input {inp} "
@@ -56,3 +58,12 @@ class SqueezeExciteSpec(LayerSpec):
         activation = get_layer_type(self.activation)().build(plan, build_child)
         gate = get_layer_type(self.gate)().build(plan, build_child)
         return SqueezeExcite(plan.input.depth, plan.detail["hidden"], activation, gate)
+
+
+def hidden_units(units: int, divisor: int) -> int:
+    """`units` rounded to the nearest multiple of `divisor`, never below it nor more than
+    10% down: torchvision's `_make_divisible`, which MobileNetV3's SE blocks use."""
+    if divisor == 1:
+        return units
+    rounded = max(divisor, (units + divisor // 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * units else rounded

@@ -67,7 +67,8 @@ def _simple_activation(name: str, module: str, doc: str) -> None:
     Spec.__name__ = Spec.__qualname__ = f"{module}Spec"
 
 
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "relu6",
+               "hardswish", "hardsigmoid")
 
 for _name, _module, _doc in (
     ("relu", "ReLU", "max(0, x)"),
@@ -75,6 +76,9 @@ for _name, _module, _doc in (
     ("silu", "SiLU", "x * sigmoid(x) (swish)"),
     ("tanh", "Tanh", "hyperbolic tangent"),
     ("sigmoid", "Sigmoid", "logistic sigmoid"),
+    ("relu6", "ReLU6", "min(max(0, x), 6) (MobileNetV2)"),
+    ("hardswish", "Hardswish", "x * relu6(x + 3) / 6 (MobileNetV3)"),
+    ("hardsigmoid", "Hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3's gates)"),
 ):
     _simple_activation(_name, _module, _doc)
 
