@@ -1,7 +1,8 @@
 """The convolution family: padding modes against numpy.pad, the locally-connected layer
 against a naive loop and against conv, FFT convolution against direct (values and
-gradients), fixed kernels against outputs computed by hand, frozen weights, and the
-`filter` command."""
+gradients), fixed kernels against outputs computed by hand, and frozen weights. The `filter`
+command is tested in tests/tools/test_filter.py, weight initialisation in
+tests/layers/test_init.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
@@ -21,18 +21,13 @@ from cnnzoo.layers.registry import parse_layer
 from cnnzoo.model.build import build_layer
 from cnnzoo.model.summary import summary_totals
 from cnnzoo.utils.params import Where
-from tests.helpers.common import run_process, slow_cases
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: on a shared CPU, waking a second thread for each op costs
-    more than the op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.helpers.common import slow_cases
+from tests.helpers.layers import (
+    layer_of,
+    one_thread,  # noqa: F401 (an autouse fixture)
+    plan_of,
+    yaml_of,
+)
 
 NUMPY_MODE = {
     "zeros": "constant",
@@ -42,18 +37,6 @@ NUMPY_MODE = {
     "symmetric": "symmetric",
 }
 
-
-def yaml_of(width: int, height: int, depth: int, *layers: str) -> str:
-    head = f"model:\n  layers:\n    - input: {{width: {width}, height: {height}, depth: {depth}}}\n"
-    return head + "".join(f"    - {layer}\n" for layer in layers)
-
-
-def plan_of(width: int, height: int, depth: int, *layers: str) -> cnnzoo.Plan:
-    return cnnzoo.plan_experiment(cnnzoo.parse_config(yaml_of(width, height, depth, *layers)))
-
-
-def layer_of(width: int, height: int, depth: int, layer: str) -> torch.nn.Module:
-    return build_layer(plan_of(width, height, depth, layer).layers[1])
 
 
 def numpy_pad(x: np.ndarray, padding: tuple[int, int, int, int], mode: str) -> np.ndarray:
@@ -406,140 +389,3 @@ def test_fixed_kernel_and_impl_config_errors(layer, fragments):
         plan_of(8, 8, 3, layer)
     for fragment in fragments:
         assert fragment in str(info.value)
-
-
-def _png(path, width: int, height: int, mode: str = "RGB", seed: int = 0):
-    rng = np.random.default_rng(seed)
-    shape = (height, width, 3) if mode == "RGB" else (height, width)
-    pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
-    Image.fromarray(pixels, mode).save(path)
-    return pixels
-
-
-def test_filter_writes_one_png_grid_through_the_conv_layer(tmp_path, cli):
-    pixels = _png(tmp_path / "in.png", 120, 80)
-    out = tmp_path / "grid.png"
-    result = cli("filter", tmp_path / "in.png", "--kernel", "sobel_x", "--kernel", "identity",
-                 "--kernel", "gaussian_blur", "--out", out)
-    assert result.code == 0, result.err
-    with Image.open(out) as grid:
-        assert grid.format == "PNG" and grid.mode == "RGB"
-        # 4 panels in a row: 4 pixels around each, a 16-pixel label strip above
-        assert grid.size == (4 * 120 + 5 * 4, 16 + 80 + 2 * 4)
-        panels = np.asarray(grid)
-    original = panels[20:100, 4:124]
-    identity = panels[20:100, 4 + 2 * 124:4 + 2 * 124 + 120]
-    np.testing.assert_array_equal(original, pixels)
-    np.testing.assert_array_equal(identity, pixels)
-    sobel = panels[20:100, 128:248].astype(float) / 255
-    conv = layer_of(120, 80, 3, "conv: {filters: 3, weights: sobel_x, padding: same, "
-                                "padding_mode: reflect}")
-    with torch.no_grad():
-        raw = conv(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)[0]
-    # zero-sum kernels are shown around mid-grey: 0.5 + value / (2 * 4), 4 the largest response
-    expected = (0.5 + raw / 8).clamp(0, 1).permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(sobel, expected, atol=0.5 / 255 + 1e-6)
-
-
-def test_filter_grid_of_a_small_grayscale_image_wraps_and_enlarges(tmp_path, cli):
-    _png(tmp_path / "grey.png", 40, 30, mode="L")
-    out = tmp_path / "grid.png"
-    kernels = ["box_blur", "sharpen", "edge", "sobel_y", "emboss"]
-    args = [a for k in kernels for a in ("--kernel", k)]
-    result = cli("filter", tmp_path / "grey.png", *args, "--padding-mode", "symmetric",
-                 "--impl", "fft", "--out", out)
-    assert result.code == 0, result.err
-    with Image.open(out) as grid:
-        # 6 panels, 4 per row; a 40-pixel-wide image is enlarged 3x (panels >= 96 wide)
-        assert grid.mode == "L"
-        assert grid.size == (4 * 120 + 5 * 4, 2 * (16 + 90) + 3 * 4)
-
-
-def test_filter_errors_are_one_line_and_exit_2(tmp_path, cli):
-    _png(tmp_path / "in.png", 20, 20)
-    out = tmp_path / "grid.png"
-    missing = cli("filter", tmp_path / "nope.png", "--kernel", "sobel_x", "--out", out)
-    assert missing.code == 2
-    assert missing.err.strip() == f"error: cannot read image {tmp_path / 'nope.png'}: no such file"
-    (tmp_path / "notes.txt").write_text("not an image")
-    garbage = cli("filter", tmp_path / "notes.txt", "--kernel", "edge", "--out", out)
-    assert garbage.code == 2 and "cannot read image" in garbage.err
-    unknown = cli("filter", tmp_path / "in.png", "--kernel", "sobelx", "--out", out)
-    assert unknown.code == 2  # refused by the parser, which lists the kernels
-    assert "Invalid value for '--kernel'" in unknown.err and "'sobelx'" in unknown.err
-    assert "gaussian_blur" in unknown.err
-    nowhere = cli("filter", tmp_path / "in.png", "--kernel", "edge", "--out",
-                  tmp_path / "no" / "grid.png")
-    assert nowhere.code == 2 and "does not exist" in nowhere.err
-    mode = cli("filter", tmp_path / "in.png", "--kernel", "edge", "--padding-mode", "mirror",
-               "--out", out)
-    assert mode.code == 2 and "Invalid value for '--padding-mode'" in mode.err
-    for result in (missing, garbage, unknown, nowhere, mode):
-        assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "notes.txt"]  # nothing written
-
-
-@pytest.mark.slow
-def test_filter_bad_image_exits_2_as_a_process(tmp_path):
-    result = run_process("filter", tmp_path / "nope.png", "--kernel", "edge", "--out",
-                         tmp_path / "grid.png")
-    assert result.code == 2
-    assert result.err.strip() == f"error: cannot read image {tmp_path / 'nope.png'}: no such file"
-
-
-# ---- init: weight initialisation schemes
-
-
-@pytest.mark.parametrize("init", ["he_normal", "he_uniform", "xavier_normal", "xavier_uniform"])
-@pytest.mark.parametrize(("size", "depth", "layer", "fans"), [
-    (16, 64, "conv: {filters: 128, kernel: 3, padding: same, init: INIT}", (576, 1152)),
-    (16, 64, "conv: {filters: 128, kernel: 3, groups: 4, init: INIT}", (144, 288)),
-    (8, 32, "local: {filters: 16, kernel: 3, init: INIT}", (288, 144)),
-    (8, 16, "fc: {units: 256, init: INIT}", (1024, 256)),
-])
-def test_init_draws_weights_with_the_schemes_variance(init, size, depth, layer, fans):
-    torch.manual_seed(0)
-    module = layer_of(size, size, depth, layer.replace("INIT", init))
-    weight, bias = module.weight.detach(), module.bias.detach()
-    fan_in, fan_out = fans
-    # The formulas of He et al. (2015) and Glorot and Bengio (2010), written out.
-    std = {"he_normal": (2 / fan_in) ** 0.5, "he_uniform": (2 / fan_in) ** 0.5,
-           "xavier_normal": (2 / (fan_in + fan_out)) ** 0.5,
-           "xavier_uniform": (2 / (fan_in + fan_out)) ** 0.5}[init]
-    assert weight.numel() > 15_000  # enough draws for the std to within 2%
-    assert abs(weight.std().item() / std - 1) < 0.02
-    if init.endswith("uniform"):
-        assert weight.abs().max().item() <= std * 3**0.5 * (1 + 1e-6)
-    assert torch.count_nonzero(bias) == 0
-
-
-def test_default_init_is_pytorchs():
-    torch.manual_seed(0)
-    conv = layer_of(16, 16, 64, "conv: {filters: 128, kernel: 3}")
-    # nn.Conv2d's kaiming_uniform_(a=sqrt(5)): uniform in +-1/sqrt(fan_in).
-    bound = 1 / 576**0.5
-    assert conv.weight.abs().max().item() <= bound
-    assert abs(conv.weight.std().item() / (bound / 3**0.5) - 1) < 0.02
-    assert torch.count_nonzero(conv.bias) > 0
-
-
-def test_he_init_keeps_the_signal_of_a_deep_relu_stack():
-    """Why the option exists: through ten plain conv+ReLU layers PyTorch's default
-    shrinks the signal some forty-fold; he_normal keeps it near its size."""
-    layers = ["conv: {filters: 32, kernel: 3, padding: same, activation: relu, init: INIT}"] * 10
-    stds = {}
-    for init in ("default", "he_normal"):
-        torch.manual_seed(0)
-        text = yaml_of(16, 16, 32, *(layer.replace("INIT", init) for layer in layers))
-        model = cnnzoo.build_model(cnnzoo.parse_config(text))
-        with torch.no_grad():
-            stds[init] = model(torch.randn(8, 32, 16, 16)).std().item()
-    assert stds["default"] < 0.05 < 0.3 < stds["he_normal"] < 3, stds
-
-
-def test_init_and_a_fixed_kernel_cannot_both_set_the_weights():
-    with pytest.raises(cnnzoo.ConfigError) as error:
-        plan_of(8, 8, 1, "conv: {filters: 1, weights: sobel_x, init: he_normal}")
-    message = str(error.value)
-    assert "init: he_normal and weights: sobel_x both set the weights" in message
-    assert "line 4" in message
