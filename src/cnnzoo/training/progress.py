@@ -1,10 +1,13 @@
 """What the user sees while training runs: a bar per epoch on a terminal, plain lines
-otherwise; and each step's loss read back from the device (`StepLosses`) and added
-up over an epoch (`EpochTally`)."""
+otherwise, and, when CNNZOO_PROGRESS_FILE names a file, the position within the epoch
+as JSON (rewritten at most once a second, for `cnnzoo lab`); and each step's loss read
+back from the device (`StepLosses`) and added up over an epoch (`EpochTally`)."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 from collections import deque
@@ -15,6 +18,10 @@ import torch
 
 from cnnzoo.training.state import Position
 from cnnzoo.training.stopping import Diverged
+from cnnzoo.utils.files import atomic_write_text
+
+PROGRESS_FILE = "CNNZOO_PROGRESS_FILE"  # the variable that names the progress file
+PROGRESS_SECONDS = 1.0  # the file is rewritten at most this often
 
 
 class Progress:
@@ -25,8 +32,12 @@ class Progress:
         self.tty = enabled and sys.stderr.isatty()
         self.total_epochs = total_epochs
         self.bar = None
+        self.steps = 0
+        self.file = os.environ.get(PROGRESS_FILE) if enabled else None
+        self.written = 0.0
 
     def start_epoch(self, epoch: int, steps: int, done: int) -> None:
+        self.steps = steps
         if self.tty:
             from tqdm import tqdm
 
@@ -44,6 +55,18 @@ class Progress:
                     f"loss {loss:.4f} acc {accuracy():.1%} {images_per_s:,.0f} img/s",
                     refresh=False,
                 )
+
+    def write(self, position: dict[str, Any], now: float) -> None:
+        """The position as JSON in the progress file; a file that cannot be written is
+        left alone, as a picture that cannot be drawn is: the run matters more."""
+        if self.file is None or now - self.written < PROGRESS_SECONDS:
+            return
+        self.written = now
+        try:
+            atomic_write_text(self.file, json.dumps({**position, "epochs": self.total_epochs,
+                                                     "steps": self.steps, "time": time.time()}))
+        except OSError:
+            self.file = None
 
     def end_epoch(self, line: str) -> None:
         if self.bar is not None:
@@ -117,6 +140,7 @@ class EpochTally:
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.rows: list[dict[str, Any]] = []
         self.tick = time.perf_counter()
+        self.first_batch: int | None = None
 
     def add_loss(self, value: float, info: tuple[int, int, int, float]) -> None:
         """The loss of one step: global step, batch within the epoch, images, lr."""
@@ -132,6 +156,21 @@ class EpochTally:
         if self.progress.tty:  # rank 0 alone: its own share stands for the batch
             elapsed = pos.seconds + time.perf_counter() - self.tick
             self.progress.update(value, self.accuracy, pos.seen / max(elapsed, 1e-9))
+        if self.progress.file is not None:
+            self._write_position(batch)
+
+    def _write_position(self, batch: int) -> None:
+        """The progress file: where the epoch is, its speed and the time left at it."""
+        now = time.perf_counter()
+        if self.first_batch is None:
+            self.first_batch = batch - 1
+        pos, progress = self.position, self.progress
+        done = batch - self.first_batch
+        per_step = (now - self.tick) / max(done, 1)
+        left = (progress.steps - batch) + (progress.total_epochs - self.epoch - 1) * progress.steps
+        progress.write({"epoch": self.epoch + 1, "batch": batch, "loss": pos.loss_sum / max(
+            pos.seen, 1), "images_per_s": pos.seen / max(pos.seconds + now - self.tick, 1e-9),
+            "eta_seconds": max(0.0, left * per_step)}, now)
 
     def accuracy(self) -> float:
         pos = self.position
