@@ -1,0 +1,214 @@
+"""`cnnzoo serve` through real HTTP on 127.0.0.1, the server in a process of its own:
+the answers are the CLI's, concurrent requests share forward passes, a full queue
+answers 503, bad input 4xx with the server still serving, SIGTERM drains."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.datafiles import pixel_bomb_png
+from tests.helpers.predicting import assert_same_answers, write_pngs
+
+pytestmark = pytest.mark.slow  # every test starts a server process
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(cache, monkeypatch):
+    monkeypatch.setenv("CNNZOO_CACHE", str(cache))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    return write_pngs(tmp_path_factory.mktemp("images"), 8, seed=4)
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str | None = None) -> tuple[int, dict, object]:
+        """(status, headers, decoded JSON body)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            headers = {"Content-Type": content_type} if content_type else {}
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            received = {key.lower(): value for key, value in response.getheaders()}
+            return response.status, received, json.loads(data)
+        finally:
+            connection.close()
+
+    def predict(self, data: bytes, content_type: str = "image/png") -> tuple[int, dict, object]:
+        return self.request("POST", "/predict", data, content_type)
+
+    def upload(self, path: str, files: list[tuple[str, bytes]]) -> tuple[int, dict, object]:
+        body, content_type = multipart(files)
+        return self.request("POST", path, body, content_type)
+
+    def counters(self) -> dict:
+        return self.request("GET", "/metadata")[2]["counters"]
+
+
+def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file part per (name, bytes)."""
+    boundary = uuid.uuid4().hex
+    parts = [(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+              f'filename="{name}"\r\nContent-Type: image/png\r\n\r\n').encode() + data + b"\r\n"
+             for name, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
+        f"multipart/form-data; boundary={boundary}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serving(*options: str, name: str = "lenet5"):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnzoo", "serve", name, "--pretrained", "--port", str(port),
+         *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ})
+    server = Server(process, port)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if server.request("GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+
+
+def test_answers_labels_and_metadata_are_the_clis(images, cli):
+    reference = json.loads(cli("predict", "lenet5", "--pretrained", *images, "--json").out)
+    with serving() as server:
+        raw = [server.predict(p.read_bytes()) for p in images[:3]]
+        form = [server.upload("/predict", [(p.name, p.read_bytes())]) for p in images[3:5]]
+        batch = server.upload("/predict/batch", [(p.name, p.read_bytes()) for p in images])
+        labels = server.request("GET", "/labels")
+        metadata = server.request("GET", "/metadata")[2]
+    assert all(status == 200 for status, _, _ in [*raw, *form, batch, labels])
+    assert_same_answers([body for _, _, body in raw + form], reference[:5])
+    assert_same_answers(batch[2], reference)
+    assert [item["image"] for item in batch[2]] == [p.name for p in images]
+    assert form[0][2]["image"] == images[3].name
+    from cnnzoo.tools.predictor import Predictor
+
+    run = Predictor("lenet5", pretrained=True).run
+    assert labels[2] == {"classes": run.classes}
+    digest = hashlib.sha256((run.path / "model.safetensors").read_bytes()).hexdigest()
+    assert metadata["weights_sha256"] == digest
+    assert metadata["name"] == "lenet5" and metadata["params"] == 61706
+    assert metadata["input"] == {"width": 28, "height": 28, "depth": 1}
+    assert metadata["normalization"]["mean"] == run.info["mean"]
+
+
+def test_concurrent_requests_run_as_fewer_forward_passes(images):
+    with serving("--max-wait-ms", "300", "--max-batch", "64") as server:
+        before = server.counters()
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda i: server.predict(images[i % 8].read_bytes()),
+                                    range(16)))
+        after = server.counters()
+    assert [status for status, _, _ in answers] == [200] * 16
+    assert after["images"] - before["images"] == 16
+    assert after["forward_passes"] - before["forward_passes"] < 16
+    assert answers[0][2]["top"] == answers[8][2]["top"]  # the same image, the same answer
+
+
+def test_a_full_queue_answers_503_with_retry_after(images):
+    with serving("--max-queue", "2", "--max-batch", "1", "--max-wait-ms", "0") as server:
+        files = [(p.name, p.read_bytes()) for p in images[:3]]
+        status, headers, body = server.upload("/predict/batch", files)
+        assert status == 503 and headers["retry-after"] == "1" and "busy" in body["error"]
+        with ThreadPoolExecutor(32) as pool:
+            burst = list(pool.map(lambda i: server.predict(images[i % 8].read_bytes()),
+                                  range(64)))
+        assert {status for status, _, _ in burst} <= {200, 503}
+        refused = [h for status, h, _ in burst if status == 503]
+        assert all(h["retry-after"] == "1" for h in refused)
+        assert server.counters()["rejected"] == 3 + len(refused)
+        assert server.upload("/predict/batch", files[:2])[0] == 200
+
+
+BAD_INPUTS = {
+    "not an image": (b"hello, world", "image/png", 400, "not an image format"),
+    "truncated": (None, "image/png", 400, "cannot read image request body"),
+    "decompression bomb": (pixel_bomb_png(100_000, 100_000), "image/png", 400,
+                           "decompression bomb"),
+    "wrong content type": (b"{}", "application/json", 415, "Content-Type image/*"),
+    "over the size cap": (b"\x89PNG" + bytes(5000), "image/png", 413, "over the limit"),
+    "empty": (b"", "application/octet-stream", 400, "empty"),
+}
+
+
+def test_each_bad_input_is_a_4xx_and_the_next_request_is_answered(images):
+    good = images[0].read_bytes()
+    truncated = good[: len(good) // 2]
+    with serving("--max-bytes", "4000") as server:
+        for name, (data, content_type, status, words) in BAD_INPUTS.items():
+            answer = server.predict(truncated if data is None else data, content_type)
+            assert answer[0] == status, (name, answer)
+            assert words in answer[2]["error"], (name, answer)
+            assert server.predict(good)[0] == 200, name
+        assert server.upload("/predict/batch", [])[0] == 400
+        assert server.predict(good, "multipart/form-data; boundary=x")[0] == 400
+        assert server.request("POST", "/predict/batch", good, "image/png")[0] == 415
+        assert server.request("GET", "/predict")[0] == 405
+        missing = server.request("GET", "/nowhere")
+        assert missing[0] == 404 and missing[2] == {"error": "Not Found"}
+        mixed = server.upload("/predict/batch", [("a.png", good), ("b.png", b"junk")])
+        assert mixed[0] == 200 and "top" in mixed[2][0] and "error" in mixed[2][1]
+        assert server.process.poll() is None
+
+
+def test_sigterm_answers_the_requests_in_flight_then_exits_0(images):
+    with serving("--max-wait-ms", "1500") as server, ThreadPoolExecutor(4) as pool:
+        inflight = [pool.submit(server.predict, p.read_bytes()) for p in images[:4]]
+        time.sleep(0.5)  # they are read and waiting for their batch to fill
+        assert not any(f.done() for f in inflight)
+        server.process.send_signal(signal.SIGTERM)
+        answers = [f.result(timeout=60) for f in inflight]
+        assert server.process.wait(60) == 0, server.process.stdout.read()
+    assert all(status == 200 and body["top"] for status, _, body in answers)
+
+
+def test_two_workers_serve_on_one_port_and_stop_on_sigterm(images):
+    with serving("--workers", "2") as server:
+        assert server.predict(images[0].read_bytes())[0] == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0, server.process.stdout.read()
