@@ -3,36 +3,27 @@
 Every row is a file a user could plausibly write, with what the one-line error
 must say about it: the fragments a reader needs (the layer's place, the value
 received, the fix) and the line it points at. The expectations are written by
-hand from the model language contract, not copied from the current messages.
+hand from the model language contract, not copied from the current messages. The
+rows the planner refuses (shapes, nested stacks) are in tests/model/test_plan.py.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.common import run_process
-
-USER_ERROR = 2
-FAST_S = 5.0  # generous: only catches an alias bomb being expanded, not a benchmark
-
-# The header of most rows: with it, layer k of a one-line-per-layer stack is on line 3 + k.
-H = "model:\n  layers:\n"
-IN8 = "    - input: {width: 8, height: 8, depth: 4}\n"
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    text: str | bytes  # the experiment file
-    fragments: tuple[str, ...]  # each must appear in the message
-    line: int | None  # the `at line N` it must show; None: no line is checked
-    args: tuple[str, ...] = ()  # extra command-line arguments (`--set ...`)
-    names_set: bool = False  # the error is about a --set, which it names instead of the file
-    fast: bool = False  # must be refused well under FAST_S seconds
+from tests.helpers.config_cases import (
+    FAST_S,
+    IN8,
+    USER_ERROR,
+    Case,
+    H,
+    check_message,
+    write_case,
+)
 
 
 def _billion_laughs() -> str:
@@ -258,133 +249,6 @@ CASES = [
         "pool_padding_over_half", H + IN8 + "    - pool: {size: 2, padding: 2}\n",
         ("model.layers[1] (pool)", "more than half the window"), 4,
     ),
-    # Shapes: found by the planner, with the layer, the volumes and where they came from.
-    Case(
-        "kernel_larger_than_input",
-        H + "    - input: {width: 8, height: 8, depth: 1}\n    - conv: {filters: 16, kernel: 3}\n"
-        "    - relu\n    - pool: 2\n    - conv: {filters: 8, kernel: 5}\n",
-        ("model.layers[4] (conv)", "kernel 5x5", "3x3x16", "(after layers[3] pool)",
-         "use padding or a smaller kernel"), 7,
-    ),
-    Case(
-        "kernel_larger_than_input_block",
-        H + IN8 + "    - conv:\n        filters: 4\n        kernel: 11\n",
-        ("model.layers[1] (conv)", "kernel 11x11", "8x8x4", "(after layers[0] input)"), 6,
-    ),
-    Case(
-        "dilated_kernel_larger_than_input",
-        H + IN8 + "    - conv: {filters: 4, kernel: 3, dilation: 4}\n",
-        ("model.layers[1] (conv)", "dilated to 9x9", "8x8x4"), 4,
-    ),
-    Case(
-        "pooled_to_nothing", H + IN8 + "    - pool: 2\n" * 4,
-        ("model.layers[4] (pool)", "1x1x4", "(after layers[3] pool)"), 7,
-    ),
-    Case(
-        "strided_to_nothing",
-        H + IN8 + "    - conv: {filters: 4, kernel: 3, stride: 4}\n    - conv: {filters: 4}\n",
-        ("model.layers[2] (conv)", "2x2x4", "(after layers[1] conv)"), 5,
-    ),
-    Case(
-        "conv_after_fc", H + IN8 + "    - fc: 10\n    - conv: 4\n",
-        ("model.layers[2] (conv)", "flat vector of 10 values", "(after layers[1] fc)"), 5,
-    ),
-    Case(
-        "pool_after_flatten", H + IN8 + "    - flatten\n    - pool: 2\n",
-        ("model.layers[2] (pool)", "flat vector of 256 values", "(after layers[1] flatten)"), 5,
-    ),
-    Case(
-        "global_pool_after_fc", H + IN8 + "    - fc: 3\n    - global_pool\n",
-        ("model.layers[2] (global_pool)", "flat vector", "(after layers[1] fc)"), 5,
-    ),
-    Case(
-        "fc_width_not_classes",
-        H + "    - conv: {filters: 4, kernel: 3}\n    - relu\n    - fc: 7\n"
-        "data:\n  dataset: mnist\n",
-        ("model.layers[2] (fc)", "7 outputs", "mnist has 10 classes", "fc: 10"), 5,
-    ),
-    Case(
-        "fc_width_not_classes_cifar100", H + "    - fc: 10\ndata: {dataset: cifar100}\n",
-        ("model.layers[0] (fc)", "10 outputs", "cifar100 has 100 classes"), 3,
-    ),
-    Case(
-        "classifier_ends_in_volume", H + IN8 + "    - conv: 10\ndata: {dataset: fake}\n",
-        ("model.layers[1] (conv)", "ends in a volume 6x6x10", "global_pool"), 4,
-    ),
-    Case(
-        "input_size_not_dataset",
-        H + "    - input: {width: 32, height: 32, depth: 1}\n    - fc: 10\n"
-        "data: {dataset: mnist}\n",
-        ("model.layers[0] (input)", "32x32x1", "28x28x1", "data.resize: [32, 32]",
-         "data.pad: 2"), 3,
-    ),
-    Case(
-        "input_depth_not_dataset",
-        H + "    - input: {width: 32, height: 32, depth: 1}\n    - fc: 10\n"
-        "data: {dataset: cifar10}\n",
-        ("model.layers[0] (input)", "32x32x1", "32x32x3", "data.channels"), 3,
-    ),
-    Case(
-        "reflect_padding_over_input",
-        H + "    - input: {width: 4, height: 4, depth: 1}\n"
-        "    - conv: {filters: 4, kernel: 9, padding: 4, padding_mode: reflect}\n",
-        ("model.layers[1] (conv)", "reflect padding of 4", "at least 5 pixels", "4x4x1"), 4,
-    ),
-    Case(
-        "circular_padding_over_input",
-        H + IN8 + "    - conv: {filters: 4, kernel: 3, padding: 9, padding_mode: circular}\n",
-        ("model.layers[1] (conv)", "circular padding of 9", "8x8x4"), 4,
-    ),
-    Case(
-        "groups_not_dividing_filters", H + IN8 + "    - conv: {filters: 6, groups: 4}\n",
-        ("model.layers[1] (conv)", "filters (6)", "groups (4)"), 4,
-    ),
-    Case(
-        "groups_not_dividing_depth", H + IN8 + "    - conv: {filters: 6, groups: 3}\n",
-        ("model.layers[1] (conv)", "input depth 4", "groups=3", "(after layers[0] input)"), 4,
-    ),
-    Case(
-        "residual_no_1x1_shortcut",
-        H + "    - input: {width: 9, height: 9, depth: 4}\n"
-        "    - residual:\n        - conv: {filters: 4, kernel: 3}\n",
-        ("model.layers[1] (residual)", "no 1x1 convolution", "9x9x4", "7x7x4"), 4,
-    ),
-    Case(
-        "residual_identity_changes_shape",
-        H + IN8 + "    - residual:\n        layers:\n"
-        "          - conv: {filters: 8, kernel: 3, padding: same}\n        shortcut: identity\n",
-        ("model.layers[1] (residual)", "identity shortcut", "8x8x4 to 8x8x8"), 7,
-    ),
-    Case(
-        "residual_branch_to_vector", H + IN8 + "    - residual:\n        - fc: 4\n",
-        ("model.layers[1] (residual)", "shortcut needs volumes"), 4,
-    ),
-    # Nested stacks: the index path down to the layer, and that layer's own line.
-    Case(
-        "nested_repeat_kernel",
-        H + "    - input: {width: 8, height: 8, depth: 3}\n    - repeat:\n        times: 2\n"
-        "        layers:\n          - conv: {filters: 4, kernel: 9}\n",
-        ("model.layers[1] (repeat).layers[0] (conv)", "kernel 9x9", "8x8x3"), 7,
-    ),
-    Case(
-        "nested_residual_repeat_pool",
-        H + IN8 + "    - residual:\n        - conv: 4\n        - repeat:\n            times: 2\n"
-        "            layers:\n              - pool: 4\n",
-        ("model.layers[1] (residual).layers[1] (repeat).layers[0] (pool)", "1x1x4"), 9,
-    ),
-    Case(
-        "nested_repeat_misspelt_param",
-        H + IN8 + "    - repeat:\n        times: 2\n        layers:\n"
-        "          - conv: {filtres: 4}\n",
-        ("model.layers[1] (repeat).layers[0] (conv)", "did you mean 'filters'?"), 7,
-    ),
-    Case(
-        "nested_residual_unknown_type",
-        H + IN8 + "    - residual:\n        - conv: {filters: 4, padding: same}\n"
-        "        - cnov: 4\n",
-        ("model.layers[1] (residual).layers[1]", "unknown layer type 'cnov'",
-         "did you mean 'conv'?"), 6,
-    ),
     # --set: checked exactly like the file, and named in the message.
     Case(
         "set_unknown_key", H + IN8, ("--set train.epoch=3", "did you mean 'epochs'?"), None,
@@ -425,29 +289,6 @@ CASES = [
 ]
 
 
-def _write_case(case: Case, directory: Path) -> Path:
-    path = directory / f"{case.id}.yaml"
-    if isinstance(case.text, bytes):
-        path.write_bytes(case.text)
-    else:
-        path.write_text(case.text, encoding="utf-8")
-    return path
-
-
-def _check_message(case: Case, path: Path, code: int, out: str, err: str) -> None:
-    assert "Traceback" not in err + out
-    assert code == USER_ERROR, err
-    assert out == ""
-    assert err.startswith("error: ") and err.endswith("\n"), err
-    assert err.count("\n") == 1, f"not one line:\n{err}"
-    if not case.names_set:
-        assert str(path) in err
-    for fragment in case.fragments:
-        assert fragment in err, f"{fragment!r} not in {err!r}"
-    if case.line is not None:
-        assert f"at line {case.line}:" in err, err
-
-
 def test_corpus_is_large_and_ids_unique() -> None:
     ids = [case.id for case in CASES]
     assert len(ids) >= 30
@@ -456,17 +297,16 @@ def test_corpus_is_large_and_ids_unique() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_broken_config_gives_one_line_error(case: Case, cli, tmp_path: Path) -> None:
-    path = _write_case(case, tmp_path)
+    path = write_case(case, tmp_path)
     start = time.perf_counter()
     result = cli("summary", "--config", path, *case.args)
     elapsed = time.perf_counter() - start
-    _check_message(case, path, result.code, result.out, result.err)
+    check_message(case, path, result.code, result.out, result.err)
     if case.fast:
         assert elapsed < FAST_S
 
 
 SUBPROCESS_CASES = [
-    "kernel_larger_than_input",
     "python_tag_apply",
     "alias_bomb",
     "control_character",
@@ -478,9 +318,9 @@ SUBPROCESS_CASES = [
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
 def test_broken_config_in_a_real_process(case_id: str, tmp_path: Path) -> None:
     case = next(c for c in CASES if c.id == case_id)
-    path = _write_case(case, tmp_path)
+    path = write_case(case, tmp_path)
     result = run_process("summary", "--config", path, *case.args, timeout=120)
-    _check_message(case, path, result.code, result.out, result.err)
+    check_message(case, path, result.code, result.out, result.err)
 
 
 def test_python_tag_is_never_executed(cli, tmp_path: Path) -> None:

@@ -31,18 +31,6 @@ def test_the_three_ways_to_write_a_layer_are_equal():
     assert long.model == short.model
 
 
-def test_pairs_are_height_width():
-    plan = plan_of("conv: {filters: 4, kernel: [3, 5], stride: [1, 2]}")
-    assert plan.layers[1].output.as_list() == [4, 8, 4]  # W = (12-5)/2+1, H = 10-3+1
-
-
-def test_activation_shorthand_becomes_its_own_row():
-    plan = plan_of("conv: {filters: 4, activation: relu}", "fc: {units: 5, activation: tanh}")
-    assert [p.type_name for p in plan.layers] == ["input", "conv", "relu", "fc", "tanh"]
-    model = cnnzoo.build_model(plan)
-    assert isinstance(model.layers[2], nn.ReLU) and isinstance(model.layers[4], nn.Tanh)
-
-
 @pytest.mark.parametrize("kernel", [2, 3, 4, 5])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_same_padding_keeps_size_or_divides_by_stride(kernel, stride):
@@ -110,30 +98,6 @@ def test_residual_auto_shortcut_is_identity_or_strided_1x1_conv():
     block = model.layers[1]
     x = torch.randn(1, 3, 10, 12)
     torch.testing.assert_close(block(x), block.body(x) + x)
-
-
-def test_repeat_applies_the_stack_times_over():
-    plan = plan_of("repeat: {times: 3, layers: [{conv: {filters: 3, padding: 1}}, relu]}")
-    assert [c.index for c in plan.layers[1].children] == [f"1.{i}" for i in range(6)]
-    assert plan.layers[1].params == 3 * (3 * 27 + 3)
-    assert plan.layers[1].receptive_field == (7, 7)
-
-
-def test_input_layer_is_implied_by_the_dataset():
-    config = cnnzoo.parse_config("model:\n  layers: [conv: 4, pool: 2, fc: 10]\n"
-                                "data: {dataset: fashion_mnist}\n")
-    plan = cnnzoo.plan_experiment(config)
-    assert plan.layers[0].type_name == "input"
-    assert plan.layers[0].output.as_list() == [28, 28, 1]
-    assert plan.layers[1].output.as_list() == [26, 26, 4]
-
-
-def test_resize_pad_and_channels_shape_the_input():
-    config = cnnzoo.parse_config(
-        "model:\n  layers: [input: {width: 32, height: 32, depth: 3}, fc: 10]\n"
-        "data: {dataset: fashion_mnist, pad: 2, channels: 3}\n"
-    )
-    assert cnnzoo.plan_experiment(config).input.as_list() == [32, 32, 3]
 
 
 def test_name_defaults_to_file_stem(tmp_path):
