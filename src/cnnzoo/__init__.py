@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:
 
         return pretrained.build_model
     if name == "Predictor":  # a trained network answering images (torch or onnxruntime)
-        from cnnzoo.tools import predictor
+        from cnnzoo.tools.predict import predictor
 
         return predictor.Predictor
     raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")

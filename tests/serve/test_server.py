@@ -126,7 +126,7 @@ def test_answers_labels_and_metadata_are_the_clis(images, cli):
     assert_same_answers(batch[2], reference)
     assert [item["image"] for item in batch[2]] == [p.name for p in images]
     assert form[0][2]["image"] == images[3].name
-    from cnnzoo.tools.predictor import Predictor
+    from cnnzoo.tools.predict.predictor import Predictor
 
     run = Predictor("lenet5", pretrained=True).run
     assert labels[2] == {"classes": run.classes}

@@ -13,7 +13,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.cli.options import USER_ERROR
-from cnnzoo.tools.predictor import decode, weights_digest
+from cnnzoo.tools.predict.predictor import decode, weights_digest
 from tests.helpers.predicting import write_pngs
 
 SHIPPED = ["lenet5", "fashion-best", "resnet-small"]

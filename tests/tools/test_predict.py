@@ -15,8 +15,8 @@ import pytest
 import cnnzoo
 from cnnzoo.cli.options import USER_ERROR
 from cnnzoo.config.bundled import bundled_configs
-from cnnzoo.tools.inputs import iter_inputs
-from cnnzoo.tools.predict import stream_predictions
+from cnnzoo.tools.predict.inputs import iter_inputs
+from cnnzoo.tools.predict.stream import stream_predictions
 from tests.helpers.predicting import assert_same_answers, tops, write_pngs
 
 
@@ -180,13 +180,13 @@ def test_the_predictor_answers_paths_and_bytes_as_the_cli_does(images, cli):
     files = sorted(images.glob("img*.png"))[:3]
     predictor = cnnzoo.Predictor("lenet5", pretrained=True, top=2)
     answers = predictor.predict([*files, files[0].read_bytes(), b"no image"])
-    assert all(isinstance(a, cnnzoo.tools.predictor.Prediction) for a in answers)
+    assert all(isinstance(a, cnnzoo.tools.predict.predictor.Prediction) for a in answers)
     reference = expected(cli, files, "--top", "2")
     assert [a.as_dict()["image"] for a in answers[:3]] == [r["image"] for r in reference]
     assert_same_answers([a.as_dict() for a in answers[:3]], reference)
     assert answers[3].top == answers[0].top and answers[3].image == "image 3"
     assert not answers[4].ok and answers[4].error.startswith("cannot read image image 4: ")
     guess = answers[0].top[0]
-    assert isinstance(guess, cnnzoo.tools.predictor.Guess) and 0 < guess.value <= 1
+    assert isinstance(guess, cnnzoo.tools.predict.predictor.Guess) and 0 < guess.value <= 1
     config = cnnzoo.load_config(bundled_configs()["lenet5"])
     assert predictor.metadata["params"] == cnnzoo.plan_experiment(config).total_params

@@ -102,10 +102,10 @@ def predict(
     """The most likely classes, with probabilities, for image files (for a run trained
     with the svm or margin loss: the class scores, which are not probabilities)."""
     from cnnzoo.errors import CnnzooError
-    from cnnzoo.tools.inputs import iter_inputs
-    from cnnzoo.tools.outputs import check_out, open_writer, progress_bar
-    from cnnzoo.tools.predict import Tally, stream_predictions
-    from cnnzoo.tools.predictor import Predictor
+    from cnnzoo.tools.predict.inputs import iter_inputs
+    from cnnzoo.tools.predict.outputs import check_out, open_writer, progress_bar
+    from cnnzoo.tools.predict.predictor import Predictor
+    from cnnzoo.tools.predict.stream import Tally, stream_predictions
 
     check_device(device)
     if out is not None:

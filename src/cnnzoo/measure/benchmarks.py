@@ -18,8 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import cnnzoo
-from cnnzoo.config.experiment import with_overrides
+from cnnzoo.config.experiment import ExperimentConfig, load_config, with_overrides
 from cnnzoo.data.pipeline import load_dataset
 from cnnzoo.measure.reference_nets import LeNet5, SpeedrunNet
 from cnnzoo.model.devices import (
@@ -27,6 +26,8 @@ from cnnzoo.model.devices import (
     resolve_channels_last,
     resolve_precision,
 )
+from cnnzoo.model.plan import Plan, plan_experiment
+from cnnzoo.runs.pretrained import build_model
 from cnnzoo.training.optim import create_optimizer
 from cnnzoo.training.trainer import fit
 
@@ -48,11 +49,11 @@ def interleaved(a: Callable[[], float], b: Callable[[], float], repeats: int) ->
     return ratios
 
 
-def step_timer(model: torch.nn.Module, config: cnnzoo.ExperimentConfig, batch: int,
+def step_timer(model: torch.nn.Module, config: ExperimentConfig, batch: int,
                steps: int, device: torch.device) -> Callable[[], float]:
     """Seconds for `steps` training steps of `model` on one fixed batch."""
     train = config.train
-    plan = cnnzoo.plan_experiment(config)
+    plan = plan_experiment(config)
     channels_last = resolve_channels_last(train.channels_last, plan, device)
     precision = resolve_precision(train.precision, device)
     model = model.to(device)
@@ -86,10 +87,10 @@ def step_timer(model: torch.nn.Module, config: cnnzoo.ExperimentConfig, batch: i
 
 
 def bench_builder(name: str, repeats: int, steps: int, device: torch.device) -> dict:
-    config = cnnzoo.load_config(name)
+    config = load_config(name)
     batch = config.train.batch_size
     torch.manual_seed(0)
-    ours = cnnzoo.build_model(config)
+    ours = build_model(config)
     theirs = REFERENCES[name]()
     assert sum(p.numel() for p in ours.parameters()) == sum(
         p.numel() for p in theirs.parameters()
@@ -111,14 +112,14 @@ def fashion_root(source: Path) -> Path:
     return root
 
 
-def training_loop(plan: cnnzoo.Plan, config: cnnzoo.ExperimentConfig, device: torch.device,
+def training_loop(plan: Plan, config: ExperimentConfig, device: torch.device,
                   batches: Callable[[], Any], nhwc: bool) -> Callable[[], float]:
     """A minimal hand-written training loop over `batches()`: images/s of one pass."""
     precision = resolve_precision(config.train.precision, device)
 
     def rate() -> float:
         torch.manual_seed(0)
-        model = cnnzoo.build_model(plan).to(device)
+        model = build_model(plan).to(device)
         if nhwc:
             model = model.to(memory_format=torch.channels_last)
         optimizer = create_optimizer(model, config.train)
@@ -143,13 +144,13 @@ def training_loop(plan: cnnzoo.Plan, config: cnnzoo.ExperimentConfig, device: to
 
 def bench_trainer(name: str, repeats: int, steps: int, torchvision_root: Path,
                   out_dir: Path, device: torch.device) -> dict:
-    config = cnnzoo.load_config(name, [
+    config = load_config(name, [
         "data.val_split=0", "data.augment.crop=0", "data.augment.flip=false",
         "data.augment.erase=0", "train.epochs=1"])
     batch = config.train.batch_size
     images = steps * batch
     config = with_overrides(config, [f"data.limit_train={images}", "data.limit_test=1000"])
-    plan = cnnzoo.plan_experiment(config)
+    plan = plan_experiment(config)
     run_index = iter(range(10_000))
 
     def cnnzoo_rate() -> float:

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from cnnzoo.errors import DataError
 from cnnzoo.serve.batcher import Batcher, QueueFull
-from cnnzoo.tools.predictor import NamedBytes, Prediction, Predictor, decode
+from cnnzoo.tools.predict.predictor import NamedBytes, Prediction, Predictor, decode
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.serve.app import ServeOptions, create_app
-from cnnzoo.tools.predictor import Predictor
+from cnnzoo.tools.predict.predictor import Predictor
 
 OPTIONS_VARIABLE = "CNNZOO_SERVE_OPTIONS"  # how worker processes learn the options
 GRACE_SECONDS = 30  # the longest a drain waits for requests in flight

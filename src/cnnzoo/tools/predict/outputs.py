@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.tools.predictor import Prediction
+from cnnzoo.tools.predict.predictor import Prediction
 from cnnzoo.utils.files import atomic_open, check_writable
 
 Writer = Callable[[Prediction], None]

@@ -126,7 +126,7 @@ class Predictor:
     @property
     def metadata(self) -> dict[str, Any]:
         """What a client needs to know of the network behind the answers."""
-        from cnnzoo import __version__
+        from cnnzoo.version import __version__
 
         config = self.run.config
         return {

@@ -1,8 +1,8 @@
 """`cnnzoo predict`: classify image files, folders, globs and lists with a trained run.
 
-The paths stream from tools/inputs.py in batches; worker processes read and decode
+The paths stream from `inputs` in batches; worker processes read and decode
 the images (the same reader and limits as everywhere, data/images.py) a few batches
-ahead of the network, and the answers go to tools/outputs.py as they come. At most
+ahead of the network, and the answers go to `outputs` as they come. At most
 `2 x workers` batches are ever held, so a list of a million paths costs the memory of
 a few batches. An unreadable image is answered with its error and the rest predicted;
 the command fails at the end, naming the first few.
@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnzoo.errors import CnnzooError, DataError
 from cnnzoo.layers.shapes import Volume
-from cnnzoo.tools.predictor import Prediction, Predictor, decode
+from cnnzoo.tools.predict.predictor import Prediction, Predictor, decode
 
 NAMED_ERRORS = 10  # the unreadable images the final message names; the rest are counted
 Decoded = list[tuple[np.ndarray | None, str | None]]
