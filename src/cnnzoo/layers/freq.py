@@ -21,14 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from cnnzoo.layers.registry import register_layer
 from cnnzoo.layers.shapes import Pair, Volume
 from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
 from cnnzoo.utils.params import Kind, Where, choice_kind, int_kind, optional, param
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
 KINDS = ("lowpass", "highpass", "bandpass")
@@ -44,6 +43,8 @@ MATMUL_MAX_SIDE = 128
 def radius(size: Pair, rows: slice = slice(None)) -> np.ndarray:
     """|f| in cycles per pixel at every bin of an (H, W) DFT (or the `rows` of it), in
     numpy's fftfreq order."""
+    import numpy as np  # here, not at the top: planning and the summary never need it
+
     fy = np.fft.fftfreq(size[0])[rows, None]
     fx = np.fft.fftfreq(size[1])[None, :]
     return np.sqrt(fx**2 + fy**2)
@@ -54,8 +55,10 @@ def lowpass_mask(size: Pair, cutoff: float, shape: str, order: int = DEFAULT_ORD
     """The (H, W) low-pass transfer function (or its `rows`), float64, in fftfreq order."""
     r = radius(size, rows)
     if shape == "ideal":
-        return (r <= cutoff).astype(np.float64)
+        return (r <= cutoff).astype("float64")
     if shape == "gaussian":
+        import numpy as np
+
         return np.exp(-(r**2) / (2 * cutoff**2))
     if shape == "butterworth":
         return 1.0 / (1.0 + (r / cutoff) ** (2 * order))
@@ -155,6 +158,8 @@ class FreqFilterSpec(LayerSpec):
     def mask_float32(self, size: Pair) -> np.ndarray:
         """The whole mask in float32, computed a band of rows at a time: on a photograph
         of 81 M pixels the float64 temporaries of one pass would be several GB."""
+        import numpy as np
+
         out = np.empty(size, dtype=np.float32)
         step = max(1, 2**20 // size[1])
         for top in range(0, size[0], step):
