@@ -180,6 +180,12 @@ def test_size_check_sees_long_modules_and_long_methods(tmp_path: Path) -> None:
     assert found == ["long.py: 502 lines", "long.py: method is 81 lines"]
 
 
+def test_test_files_are_short() -> None:
+    """Test files of at most 500 lines: a file that outgrows that holds two concerns."""
+    tests = SRC.parent / "tests"
+    assert _too_long(sorted(tests.rglob("*.py")), 500, None, root=tests.parent) == []
+
+
 def prefixed_siblings(package: Path) -> list[str]:
     """Modules or packages named after a sibling in the same folder (zoo_run.py beside
     zoo.py or zoo/): a package that is missing."""
