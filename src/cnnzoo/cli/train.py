@@ -51,10 +51,19 @@ def train(
                      "https://...#sha256=HEX URL; layers whose name and shape match are "
                      "loaded"),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="one run per seed under one parent directory "
+                     "(PARENT/seed-S): a count (3: seeds 0, 1, 2) or a list (0,1,2); then the "
+                     "mean, sd, min and max of their test accuracy and time in "
+                     "PARENT/seed-results.txt. --out names the parent; --resume PARENT "
+                     "continues the seed it stopped in"),
+    ] = None,
 ) -> None:
     """Train a network on its dataset and save the run (weights, metrics, results)."""
     from cnnzoo.config.experiment import load_config
     from cnnzoo.runs.load import load_config_for_resume
+    from cnnzoo.runs.seeds import is_seed_parent
     from cnnzoo.training.trainer import fit
 
     if device is not None:
@@ -62,6 +71,10 @@ def train(
     if init_from is not None and resume is not None:
         raise CnnzooError("--init-from starts a new run; --resume continues one from its own "
                           "weights: give one of them")
+    if seeds is not None or (resume is not None and is_seed_parent(resume)):
+        _train_seeds(seeds, config, overrides or [], out, data_root, device, resume, quiet,
+                     nproc or 1, init_from)
+        return
     if resume is not None:
         cfg = (load_config(config, overrides or []) if config is not None
                else load_config_for_resume(resume, overrides or []))
@@ -77,6 +90,44 @@ def train(
         return
     fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet,
         init_from=init_from)
+
+
+def _train_seeds(seeds: str | None, config: str | None, overrides: list[str],
+                 out: Path | None, data_root: str | None, device: str | None,
+                 resume: Path | None, quiet: bool, nproc: int, init_from: str | None) -> None:
+    """`train --seeds` and `train --resume PARENT`: the seeds one after the other, each
+    in `nproc` processes where asked."""
+    from cnnzoo.config.experiment import load_config
+    from cnnzoo.runs.seeds import parse_seeds
+    from cnnzoo.training.seeds import fit_seeds, resume_seeds, start_seeds
+    from cnnzoo.training.trainer import fit
+
+    if resume is not None:
+        if seeds is not None or config is not None:
+            raise CnnzooError(f"{resume} holds runs of several seeds: resume it with --resume "
+                              "alone (its config and seeds are in it)")
+        parent, cfg = resume_seeds(resume, overrides)
+    elif config is None:
+        raise CnnzooError("--seeds needs --config FILE (or a bundled name)")
+    else:
+        cfg = load_config(config, overrides)
+        parent = start_seeds(cfg, parse_seeds(str(seeds)), out, init_from)
+
+    def fit_one(seed_cfg: ExperimentConfig, run: Path, started: bool) -> None:
+        start_from = None if started else parent.init_from
+        if nproc == 1:
+            fit(seed_cfg, out=None if started else run, resume=run if started else None,
+                data_root=data_root, device=device, show_progress=not quiet,
+                init_from=start_from)
+            return
+        code = _launch_processes(
+            nproc, seed_cfg, str(parent.config), [*overrides, f"train.seed={seed_cfg.train.seed}"],
+            None if started else run, data_root, device, run if started else None, quiet,
+            start_from)
+        if code:
+            raise typer.Exit(code)
+
+    fit_seeds(parent, cfg, fit_one, show_progress=not quiet)
 
 
 def _launch_processes(nproc: int, cfg: ExperimentConfig, config: str | None,
