@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,68 @@ def test_a_file_where_a_folder_should_be_is_refused(tmp_path, cli, work, command
     assert result.code == USER_ERROR and "Traceback" not in result.err
     assert result.err.count("\n") == 1 and str(blocker) in result.err
     assert blocker.read_text() == "not a folder\n"
+
+
+def test_filter_on_a_one_pixel_image_names_its_own_option(tmp_path, cli):
+    image = tmp_path / "dot.png"
+    Image.new("L", (1, 1), 100).save(image)
+    result = cli("filter", image, "-k", "box_blur", "-o", tmp_path / "f.png")
+    assert result.code == USER_ERROR and result.err.count("\n") == 1
+    assert result.err.rstrip().endswith("use --padding-mode symmetric, replicate or zeros")
+    assert "padding_mode:" not in result.err and not (tmp_path / "f.png").exists()
+    assert cli("filter", image, "-k", "box_blur", "--padding-mode", "zeros", "-o",
+               tmp_path / "f.png").code == 0
+
+
+def _trained(out: Path, data: Path, layers: str) -> Path:
+    """A run of `layers` trained for an epoch on the fake data in `data`."""
+    config = cnnzoo.parse_config(f"name: {out.name}\nmodel:\n  layers:\n{layers}"
+                                 + SMALL[SMALL.index("data:"):])
+    return fit(config, out=out, data_root=str(data), show_progress=False,
+               callbacks=[]).run_dir
+
+
+@pytest.mark.slow
+def test_a_local_layer_that_does_not_script_reads_as_one_sentence(tmp_path, cli, work):
+    run = _trained(tmp_path / "loc", work / "data",
+                   "    - pool: 4\n    - local: {filters: 2, kernel: 3}\n    - fc: 10\n")
+    result = cli("export", run, "-f", "torchscript", "-o", tmp_path / "m.pt")
+    assert result.code == USER_ERROR and result.err.count("\n") == 1
+    assert "model.layers[1] (local)" in result.err and "; try --format" in result.err
+    assert ":;" not in result.err and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.slow
+def test_exporting_a_capsule_net_prints_no_torch_warning(tmp_path, cli, work):
+    run = _trained(tmp_path / "caps", work / "data",
+                   "    - conv: {filters: 8, kernel: 5, stride: 2}\n"
+                   "    - primary_capsules: {capsules: 4, dim: 4, kernel: 3, stride: 2}\n"
+                   "    - capsules: {units: 10, dim: 8, routing: 2}\n"
+                   "    - decoder: {units: [32], weight: 0.0005}\n    - length\n")
+    with warnings.catch_warnings(record=True) as caught:  # what a user's terminal shows
+        warnings.simplefilter("always")
+        result = cli("export", run, "-f", "exported", "-o", tmp_path / "caps.pt2")
+    assert result.code == 0, result.err
+    assert [str(w.message) for w in caught] == [] and result.err == ""
+    assert (tmp_path / "caps.pt2").is_file()
+
+
+def test_a_name_in_a_script_the_fonts_lack_draws_without_warnings(tmp_path):
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    from cnnzoo.utils import pictures
+
+    title = "日本語ラン ünïcode"
+    figure = pictures.curves_figure([{"epoch": "1", "split": "train", "loss": "1.0",
+                                      "accuracy": "0.5"}], title)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pictures.save_png(figure, tmp_path / "curves.png")
+    assert Image.open(tmp_path / "curves.png").size[0] > 0
+    font = FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap()
+    drawn = next(t.get_text() for t in figure.texts + [a.title for a in figure.axes]
+                 if t.get_text().endswith("ünïcode"))
+    assert len(drawn) == len(title) and drawn.endswith(" ünïcode")
+    for given, shown in zip(title, drawn, strict=True):
+        assert shown == given or (shown == "?" and ord(given) not in font)

@@ -288,11 +288,13 @@ def _layer_problem(module: nn.Module, x: torch.Tensor, fmt: str) -> str | None:
 
 
 def _reason(exc: Exception) -> str:
+    """The line of an exporter's error that says why; a line that introduces what
+    follows it (TorchScript's end in ':') loses its colon, the message goes on with ';'."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if "No ONNX function" in line or "Unsupported" in line or "not supported" in line:
-            return line.replace("\x1b[96m", "").replace("\x1b[0m", "")
-    return lines[0] if lines else type(exc).__name__
+            return line.replace("\x1b[96m", "").replace("\x1b[0m", "").rstrip(":")
+    return lines[0].rstrip(":") if lines else type(exc).__name__
 
 
 def _batch_dim() -> Any:
@@ -324,7 +326,12 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path,
 
 def _write_exported(module: nn.Module, example: torch.Tensor, path: Path,
                     metadata: dict[str, Any]) -> None:
-    program = torch.export.export(module, (example,), dynamic_shapes=({0: _batch_dim()},))
+    with warnings.catch_warnings():
+        # A capsule decoder keeps its last reconstruction as an attribute, for viz and the
+        # loss; torch.export notes the assignment, but it is no part of the graph's output.
+        warnings.filterwarnings("ignore", message="The tensor attribute .* was assigned "
+                                "during export", category=UserWarning)
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: _batch_dim()},))
     torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(metadata)})
 
 

@@ -94,8 +94,12 @@ def _build_layer(item: dict[str, Any], option: str, image: torch.Tensor) -> torc
 
 
 def _option_error(option: str, exc: ConfigError) -> CnnzooError:
-    fix = f"; {exc.fix}" if exc.fix else ""
-    return CnnzooError(f"{option}: {exc.what}{fix}")
+    fix = exc.fix or ""
+    if "padding_mode:" in fix:
+        # The filter pads by half the kernel by itself; of the fixes the model language
+        # offers, only the mode is the user's, and it is set with --padding-mode.
+        fix = "use --padding-mode " + fix.split("padding_mode:", 1)[1].strip()
+    return CnnzooError(f"{option}: {exc.what}{f'; {fix}' if fix else ''}")
 
 
 def check_frequency(frequency: FrequencyOptions) -> None:

@@ -8,6 +8,7 @@ state, nothing that outlives the call. Files are written atomically.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -35,8 +36,46 @@ def _figure(width: float, height: float) -> Figure:
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG, atomically (a reader never sees half a picture)."""
     path = Path(path)
+    _drawable_text(fig)
     atomic_write_with(path, lambda handle: fig.savefig(handle, format="png", dpi=DPI))
     return path
+
+
+MISSING_GLYPH = "?"
+
+
+def _drawable_text(fig: Figure) -> None:
+    """Put MISSING_GLYPH for every character of the figure's text that none of its fonts
+    can draw: a run or class name in a script the installed fonts lack (CJK on a bare
+    machine) is drawn without it, not with an empty box and a warning per glyph."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        value = text.get_text()
+        if value.isascii():
+            continue
+        drawable = _codepoints(tuple(str(p) for p in _font_paths(text)))
+        fixed = "".join(c if ord(c) in drawable or c in "\n\t" else MISSING_GLYPH
+                        for c in value)
+        if fixed != value:
+            text.set_text(fixed)
+
+
+def _font_paths(text: Any) -> list[Any]:
+    """The fonts matplotlib draws `text` with, its fallbacks included (matplotlib's own
+    lookup for them, where this version has it)."""
+    from matplotlib import font_manager
+
+    find = getattr(font_manager.fontManager, "_find_fonts_by_props", None)
+    props = text.get_fontproperties()
+    return list(find(props)) if find is not None else [font_manager.findfont(props)]
+
+
+@functools.lru_cache(maxsize=32)
+def _codepoints(paths: tuple[str, ...]) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(itertools.chain.from_iterable(FT2Font(p).get_charmap() for p in paths))
 
 
 def mosaic(tiles: np.ndarray, columns: int | None = None, gap: int = 1,
