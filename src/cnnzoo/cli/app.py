@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import typer
 
-from cnnzoo.cli import language, serve, tools, train, tune, zoo
+from cnnzoo.cli import lab, language, serve, tools, train, tune, zoo
 from cnnzoo.cli.options import USER_ERROR, app
 from cnnzoo.errors import CnnzooError
 from cnnzoo.utils.startup import INTERRUPTED, quiet_interrupt
@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("viz", tools.viz),
     ("tune", tune.tune),
     ("export", tools.export),
+    ("lab", lab.lab),
     ("serve", serve.serve),
 ]
 for _name, _command_function in COMMANDS:
