@@ -1,5 +1,6 @@
 """The CPU side of speed: precision auto from the CPU's flags, the warning for emulated
-bf16, the time budget, and glibc keeping freed buffers."""
+bf16, the time budget's arithmetic (the rest: test_budget*.py), and glibc keeping freed
+buffers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 import cnnzoo
 from cnnzoo.model.cpu import (
@@ -20,9 +20,7 @@ from cnnzoo.model.cpu import (
     cpu_flags,
     detect_bf16_support,
 )
-from cnnzoo.training.budget import SKIPPED_STEPS, TIMED_STEPS, StepBudget, steps_within
-from cnnzoo.training.stopping import Interrupted
-from cnnzoo.training.trainer import fit
+from cnnzoo.training.budget import steps_within
 from tests.helpers.common import write
 from tests.helpers.datafiles import write_mnist
 
@@ -140,54 +138,6 @@ def test_time_budget_must_be_a_positive_number(cli) -> None:
 ])
 def test_steps_within(budget, elapsed, done, per_step, expected) -> None:
     assert steps_within(budget, elapsed, done, per_step, max_steps=1000) == expected
-
-
-def test_step_budget_times_steps_after_the_first() -> None:
-    budget = StepBudget(10.0, max_steps=1000)
-    clock = 0.0
-    decided_at = None
-    for step in range(1, 100):
-        clock += 2.0 if step <= SKIPPED_STEPS else 0.1  # slow first steps are not counted
-        if budget.after_step(step, clock):
-            decided_at = step
-            break
-    assert decided_at == SKIPPED_STEPS + TIMED_STEPS
-    # 10 s of the first steps and 2 s of timed ones: 0 s left of a 10 s budget.
-    assert budget.total == decided_at
-    unbounded = StepBudget(None, max_steps=1000)
-    assert not unbounded.after_step(50, 1.0) and unbounded.total == 1000
-    restored = StepBudget(10.0, max_steps=1000)
-    restored.restore(321)
-    assert restored.total == 321 and not restored.after_step(400, 1.0)
-
-
-@pytest.mark.slow
-def test_time_budget_plan_survives_resume(tmp_path: Path, monkeypatch) -> None:
-    """A budgeted run interrupted before and after its plan is fixed resumes to the same
-    weights and step log as one never interrupted (the measured speed is replaced by a
-    fixed plan, which is what a real run records)."""
-    write_mnist(tmp_path / "data")
-    monkeypatch.setattr(cnnzoo.training.budget, "steps_within", lambda *args: 27)
-    config = cnnzoo.load_config(write(tmp_path / "b.yaml", textwrap.dedent("""\
-        model: {layers: [{conv: {filters: 8, kernel: 3, padding: same}}, relu, {pool: 4},
-                         {fc: 10}]}
-        data: {dataset: fashion_mnist, val_split: 0.1, augment: {flip: true}}
-        train: {epochs: 2, batch_size: 32, optimizer: {name: sgd, lr: 0.05, momentum: 0.9},
-                scheduler: onecycle, time_budget: 1000}
-        """)))
-    root = str(tmp_path / "data")
-    straight = fit(config, out=tmp_path / "straight", data_root=root, show_progress=False)
-    assert straight.results["steps"] == 27 and straight.results["epochs_run"] == round(27 / 16, 3)
-    reference = cnnzoo.runs.checkpoint.load_weights(tmp_path / "straight" / "model.safetensors")[0]
-    for stop in (3, SKIPPED_STEPS + TIMED_STEPS + 1):
-        parted = tmp_path / f"parted{stop}"
-        with pytest.raises(Interrupted):
-            fit(config, out=parted, data_root=root, show_progress=False, stop_after_steps=stop)
-        fit(config, resume=parted, data_root=root, show_progress=False)
-        weights = cnnzoo.runs.checkpoint.load_weights(parted / "model.safetensors")[0]
-        assert all(torch.equal(reference[k], weights[k]) for k in reference), stop
-        assert ((tmp_path / "straight" / "steps.csv").read_text()
-                == (parted / "steps.csv").read_text())
 
 
 GLIBC_CHURN = """

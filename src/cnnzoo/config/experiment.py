@@ -267,8 +267,15 @@ class TrainConfig:
     )
     time_budget: float | None = param(
         None, kind=optional(float_kind(1.0)),
-        doc="seconds the training steps may take: the first steps are timed, then the run "
-        "takes as many steps as fit (at most epochs) with the schedule fitted to them",
+        doc="seconds the training loop may take (steps, validation, checkpoints): the "
+        "first steps are timed, then the run takes as many steps as fit (at most epochs) "
+        "with the schedule fitted to them, and re-plans as the speed changes",
+    )
+    time_budget_replan: bool = param(
+        True, kind=bool_kind(),
+        doc="with time_budget: re-plan the steps left (and the schedule's rest) whenever "
+        "the time spent plus the steps left at the recent speed misses the budget by more "
+        "than 2%; false keeps the first plan",
     )
     channels_last: bool | str = param(
         "auto", kind=one_of(bool_kind(), choice_kind(["auto"])),

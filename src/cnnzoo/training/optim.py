@@ -28,23 +28,25 @@ def create_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimi
 
 def create_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,
                      steps_per_epoch: int,
-                     total_steps: Callable[[], int] | None = None
+                     timeline: Callable[[int], float] | None = None
                      ) -> torch.optim.lr_scheduler.LambdaLR:
-    """`train.scheduler` over `train.epochs` epochs of `steps_per_epoch` steps, or over
-    `total_steps()` (read at every step: a time budget may shorten the run)."""
-    epochs_steps = steps_per_epoch * train.epochs
-    total = total_steps or (lambda: epochs_steps)
+    """`train.scheduler` over `train.epochs` epochs of `steps_per_epoch` steps; with a
+    `timeline` (a time budget's), step t takes the schedule's value at `timeline(t)`,
+    read at every step: a re-plan compresses or stretches the schedule's rest."""
+    length = steps_per_epoch * train.epochs
+    place = timeline or (lambda step: step)
     peak = train.optimizer.lr
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_factor(min(step, total() - 1), total(), steps_per_epoch, peak,
+        lambda step: lr_factor(min(place(step), length - 1), length, steps_per_epoch, peak,
                                train.scheduler),
     )
 
 
-def lr_factor(step: int, total: int, steps_per_epoch: int, lr: float,
+def lr_factor(step: float, total: int, steps_per_epoch: int, lr: float,
               sched: SchedulerConfig) -> float:
-    """The learning rate at `step` (0-based) as a fraction of the peak."""
+    """The learning rate at `step` (0-based; a re-planned run's steps fall between whole
+    ones) as a fraction of the peak."""
     if sched.name == "onecycle":
         # torch.optim.lr_scheduler.OneCycleLR's defaults: from lr/25 up to lr, then a
         # cosine down to lr/25/1e4.

@@ -1,13 +1,19 @@
 """What a run checks and records about itself outside the loop: that the data and the
-batch fit the network before anything is written, and run.json's record of the run."""
+batch fit the network before anything is written, run.json's record of the run, and
+the line that starts it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from cnnzoo.config.experiment import ExperimentConfig
 from cnnzoo.data.pipeline import Dataset
 from cnnzoo.errors import ConfigError
+from cnnzoo.model.cpu import PrecisionChoice
+from cnnzoo.model.devices import device_name
 from cnnzoo.model.plan import Plan, last_weighted_layer
 from cnnzoo.runs import rundir
 from cnnzoo.training.distributed import JOB_KEY, Distributed
@@ -49,3 +55,15 @@ def run_info(config: ExperimentConfig, plan: Plan, data: Dataset, precision: str
         "precision": precision,  # what auto chose here: eval repeats it
         "command": rundir.command_line(), JOB_KEY: dist.job,
     }
+
+
+def start_line(config: ExperimentConfig, plan: Plan, data: Dataset, device: torch.device,
+               precision: PrecisionChoice, dist: Distributed, out: Path) -> str:
+    """`training NAME on DATA (... train, ... val, ... test) on DEVICE, PRECISION (why);
+    N params; run: DIR`."""
+    return (
+        f"training {config.name} on {data.name} ({len(data.train):,} train, "
+        f"{len(data.val) if data.val is not None else 0:,} val, {len(data.test):,} test) "
+        f"on {device_name(device)}"
+        f"{f' x {dist.world} processes' if dist.active else ''}, {precision.name} "
+        f"({precision.reason}); {plan.total_params:,} params; run: {out}")

@@ -9,7 +9,7 @@ computes bitwise what an uninterrupted one would have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ class Position:
     seconds: float = 0.0  # training time of the current epoch so far
     train_seconds: float = 0.0  # all epochs
     train_images: int = 0  # images trained in all finished epochs, short last batches as short
-    planned_steps: int | None = None  # fixed by train.time_budget once the first steps are timed
+    planned_steps: int | None = None  # train.time_budget's plan: the steps the run takes
+    replans: list[list[int]] = field(default_factory=list)  # [step, new total], each re-plan
+    loop_seconds: float = 0.0  # the training loop's time (train.time_budget's clock)
 
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -24,6 +24,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ from cnnzoo.training.evaluation import Evaluation, evaluate
 from cnnzoo.training.losses import LossFn, create_loss
 from cnnzoo.training.metrics import EpochMetrics, epoch_line, rate
 from cnnzoo.training.optim import create_optimizer, create_scheduler
+from cnnzoo.training.phases import Phases
 from cnnzoo.training.progress import EpochTally, Progress, StepLosses
-from cnnzoo.training.runinfo import check_fits, run_info
+from cnnzoo.training.runinfo import check_fits, run_info, start_line
 from cnnzoo.training.state import Checkpoints, Position, check_resumable
 from cnnzoo.training.step import TrainStep
 from cnnzoo.training.stopping import Diverged, DivergenceGuard, Interrupted, SignalStop
@@ -78,7 +80,7 @@ class Trainer:
     """Trains `config` into a run directory (or continues the run in `resume`).
 
     `stop_after_steps` stops (as if interrupted) once that global step is reached;
-    tests use it to interrupt at an exact step.
+    tests use it to interrupt at an exact step, and `clock` to simulate a machine's speed.
 
     Its fields, all of them, in the phase that sets them (`__init__` sets the rest):
     """
@@ -113,7 +115,8 @@ class Trainer:
                  data_root: str | None = None, device: str | None = None,
                  resume: Path | None = None, show_progress: bool = True,
                  stop_after_steps: int | None = None,
-                 callbacks: list[Callback] | None = None, init_from: str | None = None) -> None:
+                 callbacks: list[Callback] | None = None, init_from: str | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.config = config
         self.init_from = init_from
         self.out = out
@@ -130,21 +133,9 @@ class Trainer:
         self.position = Position()  # the next step; a resume restores it in set_up
         self.restarted_before_checkpoint = False  # torchrun restarted us before a checkpoint
         self.stopper = SignalStop()  # run() installs it; the phases called alone go without
-        self.done: set[str] = set()  # the phases called so far
-
-    def _enter(self, phase: str) -> None:
-        """Refuse a phase called before the one it needs, or a second time where it may
-        run once: a clear error instead of an AttributeError on a field not yet set."""
-        if phase in ONCE and phase in self.done:
-            raise RuntimeError(f"Trainer.{phase}() has already run for this trainer")
-        needs = PHASE_NEEDS[phase]
-        if needs is not None and needs not in self.done:
-            order = " -> ".join(f"{p}()" for p in PHASE_NEEDS)
-            raise RuntimeError(
-                f"Trainer.{phase}() needs Trainer.{needs}() first: the phases run in the "
-                f"order {order} (train_epoch once per epoch), or all at once with "
-                "Trainer.run()")
-        self.done.add(phase)
+        self.clock = clock  # the time budget's (tests simulate one)
+        self.loop_start = 0.0  # the clock when the loop began, less the time a resume had
+        self.phases = Phases("Trainer", PHASE_NEEDS, once=ONCE)  # which have run
 
     def run(self) -> TrainResult:
         self.open_run()
@@ -159,7 +150,7 @@ class Trainer:
     def open_run(self) -> None:
         """Decide the run directory: a resume, torchrun's restart of this run, or new;
         choose the device and join the other processes."""
-        self._enter("open_run")
+        self.phases.enter("open_run")
         dist, out, resume = self.dist, self.out, self.resume
         if resume is None and out is not None and dist.continues(out):
             # torchrun restarted us after a failure: continue the same run from its last
@@ -193,7 +184,7 @@ class Trainer:
 
     def set_up(self) -> None:
         """Plan, model, data, run files, optimizer, schedule; restore a checkpoint."""
-        self._enter("set_up")
+        self.phases.enter("set_up")
         config, dist = self.config, self.dist
         train = config.train
         self.plan = plan_experiment(config)
@@ -209,9 +200,10 @@ class Trainer:
         self._set_up_optimizer()
         if self.resume is not None:
             self.position = self.checkpoints.restore(self.device)
-            self.budget.restore(self.position.planned_steps)
+            self.budget.restore(self.position.replans, self.position.planned_steps)
         self._set_up_step()
         self._announce()
+        self.loop_start = self.clock() - self.position.loop_seconds
 
     def create_model(self, plan: Plan) -> Network:
         """The network, initialised from the seed, or from `init_from`'s trained weights
@@ -251,9 +243,10 @@ class Trainer:
         self.model = model = dist.prepare(model, train.sync_batchnorm)
         optimizer = create_optimizer(model, train)
         self.steps_per_epoch = self.data.train.steps_per_epoch(train.batch_size)
-        self.budget = StepBudget(train.time_budget, self.steps_per_epoch * train.epochs)
+        self.budget = StepBudget(train.time_budget, self.steps_per_epoch * train.epochs,
+                                 self.steps_per_epoch, train.time_budget_replan)
         self.scheduler = create_scheduler(optimizer, train, self.steps_per_epoch,
-                                          lambda: self.budget.total)
+                                          lambda step: self.budget.timeline(step))
         self.metrics_log = rundir.CsvLog(out / rundir.METRICS, rundir.METRIC_FIELDS)
         self.steps_log = rundir.CsvLog(out / rundir.STEPS, rundir.STEP_FIELDS)
         if self.restarted_before_checkpoint and dist.is_main:
@@ -289,14 +282,8 @@ class Trainer:
     def _announce(self) -> None:
         if not self.dist.is_main:
             return
-        data, dist = self.data, self.dist
-        self.progress.line(
-            f"training {self.config.name} on {data.name} ({len(data.train):,} train, "
-            f"{len(data.val) if data.val is not None else 0:,} val, {len(data.test):,} test) "
-            f"on {device_name(self.device)}"
-            f"{f' x {dist.world} processes' if dist.active else ''}, {self.precision} "
-            f"({self.precision_choice.reason}); "
-            f"{self.plan.total_params:,} params; run: {self.out}")
+        self.progress.line(start_line(self.config, self.plan, self.data, self.device,
+                                      self.precision_choice, self.dist, self.out))
         if self.precision_choice.warning:
             print(self.precision_choice.warning, file=sys.stderr, flush=True)
         if self.resume is not None and self.position.epoch < self.config.train.epochs:
@@ -306,7 +293,7 @@ class Trainer:
     def train_epoch(self) -> None:
         """The rest of the current epoch's batches, then `end_epoch`; a signal (or
         `stop_after_steps`) checkpoints mid-epoch and raises `Interrupted`."""
-        self._enter("train_epoch")
+        self.phases.enter("train_epoch")
         train, dist, position = self.config.train, self.dist, self.position
         epoch = position.epoch
         self.progress.start_epoch(epoch, self.steps_per_epoch, position.batch)
@@ -329,6 +316,7 @@ class Trainer:
                 self._close_tally(tally, losses)
                 self.progress.end_epoch(f"interrupted at epoch {epoch + 1}, "
                                         f"step {position.batch}")
+                position.loop_seconds = self.loop_seconds()
                 self.checkpoints.save(position)
                 raise Interrupted(signum, self.out, epoch, position.batch, dist.world,
                                   self.data_root)
@@ -355,20 +343,27 @@ class Trainer:
         self.step.update()
         if self.average is not None:
             self.average.update(position.step)
-        if self.budget.after_step(position.step, position.train_seconds + position.seconds
-                                  + time.perf_counter() - tally.tick):
-            self._fix_budget()
+        if self.budget.after_step(position.step, self.loop_seconds()):
+            self._check_budget()
         self.scheduler.step()
         tally.correct += (logits.argmax(1) == labels).sum()
 
-    def _fix_budget(self) -> None:
-        """The time budget has just fixed the number of steps: one plan for all processes,
-        kept in the checkpoint so that a resume follows it."""
-        planned = torch.tensor(self.budget.total, device=self.device)
-        self.budget.total = self.dist.sum_int(planned) // self.dist.world
+    def loop_seconds(self) -> float:
+        """The training loop's time so far, a resumed run's before it included."""
+        return self.clock() - self.loop_start
+
+    def _check_budget(self) -> None:
+        """The time budget's check: one plan for all processes (the mean of theirs), kept
+        in the position, so that the checkpoint holds every re-plan for a resume."""
+        step = self.position.step
+        proposed = torch.tensor(self.budget.propose(step, self.loop_seconds()),
+                                device=self.device)
+        line = self.budget.adopt(step, self.dist.sum_int(proposed) // self.dist.world)
         self.position.planned_steps = self.budget.total
+        self.position.replans = self.budget.recorded()
         self.progress.total_epochs = math.ceil(self.budget.total / self.steps_per_epoch)
-        self.progress.line(self.budget.describe(self.steps_per_epoch))
+        if line:
+            self.progress.line(line)
 
     def _close_tally(self, tally: EpochTally, losses: StepLosses) -> None:
         """What the epoch's steps added up to, into the position and steps.csv."""
@@ -380,7 +375,7 @@ class Trainer:
 
     def validate(self) -> EpochMetrics | None:
         """The val split's metrics for the epoch just trained, if there is a val split."""
-        self._enter("validate")
+        self.phases.enter("validate")
         if self.val_split is None:
             return None
         train = self.config.train
@@ -393,7 +388,7 @@ class Trainer:
 
     def end_epoch(self, val: EpochMetrics | None) -> None:
         """The end of an epoch: metrics.csv, callbacks, the epoch line, the checkpoint."""
-        self._enter("end_epoch")
+        self.phases.enter("end_epoch")
         pos, dist = self.position, self.dist
         seen = max(1, pos.seen)
         metrics = [EpochMetrics(pos.epoch + 1, "train", pos.loss_sum / seen, pos.correct / seen,
@@ -406,12 +401,16 @@ class Trainer:
             self.metrics_log.append([m.csv_row() for m in metrics])
             for callback in self.callbacks:
                 callback.on_epoch_end(self.context, pos.epoch, metrics, self.evaluated)
-        self.progress.end_epoch(epoch_line(self.progress.total_epochs, metrics))
+        self.progress.end_epoch(epoch_line(self.progress.total_epochs, metrics)
+                                + self.budget.status(self.loop_seconds()))
         self.position = Position(epoch=pos.epoch + 1, step=pos.step,
                                  train_seconds=pos.train_seconds + pos.seconds,
                                  train_images=pos.train_images + pos.seen,
-                                 planned_steps=pos.planned_steps)
+                                 planned_steps=pos.planned_steps, replans=pos.replans)
+        if self.budget.after_epoch(pos.step, self.loop_seconds()):
+            self._check_budget()
         signum = dist.agree_stop(self.stopper.signum)
+        self.position.loop_seconds = self.loop_seconds()
         self.checkpoints.save(self.position)
         if signum:
             raise Interrupted(signum, self.out, self.position.epoch, 0, dist.world,
@@ -430,7 +429,7 @@ class Trainer:
 
     def test(self) -> tuple[Evaluation, float]:
         """The test split's evaluation and the seconds it took."""
-        self._enter("test")
+        self.phases.enter("test")
         tick = time.perf_counter()
         test_split = self.data.test.to(self.device)
         test = self._evaluate(test_split.eval_batches(self.config.train.eval_batch_size,
@@ -439,7 +438,7 @@ class Trainer:
 
     def finish(self, tested: tuple[Evaluation, float]) -> TrainResult:
         """results.json, the test row of metrics.csv, `on_train_end`, the last line."""
-        self._enter("finish")
+        self.phases.enter("finish")
         test, seconds = tested
         results = self._results(test)
         if self.dist.is_main:
@@ -471,6 +470,7 @@ class Trainer:
             "epochs": pos.epoch, "epochs_configured": train.epochs, "steps": pos.step,
             "epochs_run": round(pos.step / self.steps_per_epoch, 3),
             "time_budget": train.time_budget,
+            "budget": self.budget.record(pos.step, pos.loop_seconds),
             "images_per_s": rate(pos.train_images, pos.train_seconds),
             "params": self.plan.total_params, "macs": self.plan.total_macs,
             "device": device_name(self.device), "processes": self.dist.world,
@@ -485,9 +485,10 @@ class Trainer:
 def fit(config: ExperimentConfig, *, out: Path | None = None, data_root: str | None = None,
         device: str | None = None, resume: Path | None = None, show_progress: bool = True,
         stop_after_steps: int | None = None, callbacks: list[Callback] | None = None,
-        init_from: str | None = None) -> TrainResult:
+        init_from: str | None = None, clock: Callable[[], float] = time.perf_counter
+        ) -> TrainResult:
     """Train `config` into a run directory (or continue the run in `resume`). `init_from`
     names trained weights to start from (cnnzoo.runs.initfrom)."""
     return Trainer(config, out=out, data_root=data_root, device=device, resume=resume,
                    show_progress=show_progress, stop_after_steps=stop_after_steps,
-                   callbacks=callbacks, init_from=init_from).run()
+                   callbacks=callbacks, init_from=init_from, clock=clock).run()
