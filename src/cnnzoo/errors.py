@@ -91,6 +91,17 @@ class CheckpointError(CnnzooError):
     """A run directory or checkpoint that cannot be read or does not fit."""
 
 
+class Stopped(Exception):
+    """A command stopped by a signal after cleaning up after itself (a download that
+    removed its partial file). The CLI prints the message and exits 128 + the signal's
+    number, as a shell reports a process the signal ended."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(message)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`"; did you mean 'x'?"` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

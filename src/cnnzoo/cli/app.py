@@ -9,7 +9,7 @@ import typer
 
 from cnnzoo.cli import lab, language, serve, tools, train, tune, zoo
 from cnnzoo.cli.options import USER_ERROR, app
-from cnnzoo.errors import CnnzooError
+from cnnzoo.errors import CnnzooError, Stopped
 from cnnzoo.utils.startup import INTERRUPTED, quiet_interrupt
 
 # The commands in the order --help lists them: the language, training, the tools on a
@@ -45,7 +45,7 @@ def run(argv: list[str] | None = None) -> int:
         rank = worker_rank()
         print(f"{'' if not rank else f'[rank {rank}] '}error: {exc}", file=sys.stderr)
         return USER_ERROR
-    except Interrupted as exc:
+    except (Interrupted, Stopped) as exc:
         if not worker_rank():  # every process stopped at the same step; one says so
             print(str(exc), file=sys.stderr)
         return exc.exit_code

@@ -1,26 +1,43 @@
 """The download cache for weights named by URL: only https (plain http from this machine
-only), always with the file's SHA-256 in the URL, fetched once and reused.
+only), always with the file's SHA-256 in the URL, fetched once and reused. A server
+that does not answer is given up after $CNNZOO_DOWNLOAD_TIMEOUT seconds (30 by
+default), and a download that does not finish leaves nothing in the cache.
 
 `cache_dir` is also where `runs.pretrained.unpack` keeps the run directories it unpacks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import math
 import os
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from cnnzoo.errors import CheckpointError, CnnzooError
+from cnnzoo.errors import CheckpointError, CnnzooError, Stopped
+from cnnzoo.utils.files import check_writable
 
 # Hosts a plain http:// URL may name: a server on this machine, as in the tests.
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CACHE_ENV = "CNNZOO_CACHE"
+TIMEOUT_ENV = "CNNZOO_DOWNLOAD_TIMEOUT"
+# Seconds to wait for a connection, and then for each block: long enough for a slow
+# server, short enough that a silent one is noticed.
+DEFAULT_TIMEOUT = 30.0
+BLOCK = 1 << 16
 
 
 def cache_dir() -> Path:
     """Where downloads and unpacked runs go: $CNNZOO_CACHE, else torch.hub's cache
     folder's sibling `cnnzoo` (~/.cache/cnnzoo by default)."""
-    if os.environ.get("CNNZOO_CACHE"):
-        return Path(os.environ["CNNZOO_CACHE"])
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
     import torch.hub
 
     return Path(torch.hub.get_dir()).parent / "cnnzoo"
@@ -46,21 +63,103 @@ def split_url(url: str) -> tuple[str, str]:
     return url.split("#", 1)[0], hexdigest.lower()
 
 
-def download(url: str) -> tuple[Path, str]:
-    """Fetch `url` into the cache once (torch.hub's downloader, which checks the hash
-    before the file gets its name); later calls reuse the file. Returns (path, sha256)."""
-    import torch.hub
+def download_timeout() -> float:
+    """Seconds to wait for the connection and then for each block of the file:
+    $CNNZOO_DOWNLOAD_TIMEOUT, else DEFAULT_TIMEOUT."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise CnnzooError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds above 0; set it "
+                          f"to, say, 120, or unset it for {DEFAULT_TIMEOUT:g}")
+    return seconds
 
+
+def download(url: str) -> tuple[Path, str]:
+    """Fetch `url` into the cache once; later calls reuse the file. Returns (path, sha256).
+
+    The bytes go to a `.partial` file beside the target, hashed as they come, and it
+    takes the target's name only when the hash is the URL's. Every other way out (an
+    error, a timeout, Ctrl-C, SIGTERM) removes it, so the cache never holds a file that
+    was not checked."""
     bare, expected = split_url(url)
     name = Path(urlsplit(bare).path).name or "weights.safetensors"
     target = cache_dir() / "downloads" / f"{expected[:16]}-{name}"
     if target.exists():
         return target, expected  # open_packed checks the whole hash again
+    timeout = download_timeout()
+    check_writable(target.parent, CACHE_ENV, folder=True)
     target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial",
+                                   dir=target.parent)
     try:
-        torch.hub.download_url_to_file(bare, str(target), hash_prefix=expected, progress=False)
-    except RuntimeError as exc:
-        raise CheckpointError(f"corrupt download from {bare}: {exc}; nothing was kept") from None
-    except OSError as exc:
-        raise CnnzooError(f"cannot download {bare}: {exc}") from None
+        with os.fdopen(fd, "wb") as handle, _sigterm_stops(bare):
+            actual = _fetch(bare, handle, timeout)
+        if actual != expected:
+            raise CheckpointError(f"corrupt download from {bare}: its SHA-256 is {actual}, the "
+                                  f"URL says {expected}; nothing was kept")
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
     return target, expected
+
+
+def _fetch(url: str, handle: BinaryIO, timeout: float) -> str:
+    """Write the body of `url` to `handle`; returns its SHA-256."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    from cnnzoo.version import __version__
+
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": f"cnnzoo/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            for block in iter(lambda: response.read(BLOCK), b""):
+                digest.update(block)
+                handle.write(block)
+    except urllib.error.HTTPError as exc:
+        raise CnnzooError(f"cannot download {url}: the server answered {exc.code} "
+                          f"{exc.reason}") from None
+    except (TimeoutError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise CnnzooError(
+                f"cannot download {url}: no answer within {timeout:g} s; check the address "
+                f"and the network, or wait longer with {TIMEOUT_ENV}=SECONDS") from None
+        raise CnnzooError(f"cannot download {url}: {_strerror(reason)}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise CnnzooError(f"cannot download {url}: {_strerror(exc)}") from None
+    return digest.hexdigest()
+
+
+def _strerror(exc: object) -> str:
+    return str(getattr(exc, "strerror", None) or exc or type(exc).__name__)
+
+
+@contextlib.contextmanager
+def _sigterm_stops(url: str) -> Iterator[None]:
+    """Within the block, SIGTERM raises `Stopped`, so that the download's cleanup runs:
+    its default action ends the process at once and would leave the `.partial` file. A
+    handler the program set itself is left in place, as is any outside the main thread
+    (where Python runs signal handlers)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum, f"SIGTERM: the download of {url} stopped; nothing was kept in "
+                      "the cache")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -20,9 +20,10 @@ from cnnzoo.model.build import Network, build_network
 from cnnzoo.model.plan import Plan
 from cnnzoo.runs import rundir
 from cnnzoo.runs.checkpoint import save_weights
-from cnnzoo.runs.download import cache_dir, download
+from cnnzoo.runs.download import CACHE_ENV, cache_dir, download
 from cnnzoo.runs.packed import Packed, load_packed, read_packed
 from cnnzoo.runs.shipped import bundled_record, bundled_with_weights
+from cnnzoo.utils.files import check_writable
 
 
 def resolve_source(source: str) -> tuple[Path, str | None]:
@@ -77,6 +78,7 @@ def unpack(source: str) -> Path:
     run_dir = cache_dir() / "pretrained" / f"{packed.config.name}-{packed.sha256[:16]}"
     if (run_dir / rundir.WEIGHTS).exists():
         return run_dir
+    check_writable(run_dir.parent, CACHE_ENV, folder=True)
     model = build_network(packed.config)
     load_packed(model, packed.tensors, packed.path)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
