@@ -76,3 +76,15 @@ def test_receptive_field_of_stacked_3x3_convs_is_7x7():
     rf, jump = receptive_field((1, 1), (1, 1), (2, 2), (2, 2))
     rf, jump = receptive_field(rf, jump, (3, 3), (1, 1))
     assert rf == (6, 6) and jump == (2, 2)
+
+
+def test_ceil_pooling_sizes_are_torchs():
+    """`pool: {ceil: true}` against torch's ceil_mode, over sizes, windows, strides and
+    paddings (the last window may start in the input or the left padding, never the right)."""
+    from cnnzoo.layers.shapes import ceil_window_output
+
+    for n, k, s, p in itertools.product(range(1, 20), range(1, 6), range(1, 5), range(3)):
+        if 2 * p > k or n + 2 * p < k:
+            continue
+        expected = F.max_pool2d(torch.zeros(1, 1, n, n), k, s, p, ceil_mode=True).shape[-1]
+        assert ceil_window_output(n, k, s, p) == expected, (n, k, s, p)

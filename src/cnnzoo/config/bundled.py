@@ -4,6 +4,7 @@ the configs and search spaces in it, and the zoo's measured records beside them.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ def bundled_configs() -> dict[str, Path]:
     """Bundled configs by name (the file stem)."""
     directory = bundled_dir()
     return {} if directory is None else {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+
+
+def bundled_file(name: str) -> Path | None:
+    """A bundled config in a folder of its own, by FOLDER/NAME (`imagenet/resnet18`):
+    architectures kept apart from the zoo's configs (nothing here trains them); None
+    when there is none."""
+    directory = bundled_dir()
+    parts = name.removesuffix(".yaml").split("/")
+    if directory is None or len(parts) != 2 or not all(_NAME.fullmatch(p) for p in parts):
+        return None
+    path = directory / parts[0] / f"{parts[1]}.yaml"
+    return path if path.is_file() else None
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a file or folder name, never '..'
 
 
 def bundled_spaces() -> dict[str, Path]:

@@ -376,12 +376,15 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
                           fix="`cnnzoo zoo` lists the bundled configs") from None
     if path.is_file():
         return path
-    from cnnzoo.config.bundled import bundled_configs
+    from cnnzoo.config.bundled import bundled_configs, bundled_file
 
     bundled = bundled_configs()
     stem = path.name.removesuffix(".yaml").removesuffix(".yml")
     if not exists and len(path.parts) == 1 and stem in bundled:
         return bundled[stem]
+    nested = None if exists else bundled_file(str(name_or_path))
+    if nested is not None:
+        return nested
     if exists:
         return path  # a directory: read_config_text explains
     from cnnzoo.errors import did_you_mean

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cnnzoo.layers.registry import register_layer
-from cnnzoo.layers.shapes import Pair, Volume, conv_output, format_pair
+from cnnzoo.layers.shapes import Pair, Volume, ceil_window_output, conv_output, format_pair
 from cnnzoo.layers.spec import Inferred, LayerPlan, LayerSpec, PlanContext
-from cnnzoo.utils.params import Where, choice_kind, optional, pair_kind, param
+from cnnzoo.utils.params import Where, bool_kind, choice_kind, optional, pair_kind, param
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,6 +24,11 @@ class PoolSpec(LayerSpec):
         None, kind=optional(pair_kind()), doc="step S (default: size)"
     )
     padding: Pair = param((0, 0), kind=pair_kind(minimum=0), doc="P pixels per side")
+    ceil: bool = param(
+        False, kind=bool_kind(),
+        doc="round the output size up (torch's ceil_mode): a last window that hangs over "
+        "the edge still counts (GoogLeNet, SqueezeNet)",
+    )
 
     def check(self, where: Where) -> None:
         for p, k in zip(self.padding, self.size, strict=True):
@@ -47,7 +52,11 @@ class PoolSpec(LayerSpec):
                 fix="move the pool before the fc/flatten layers",
             )
         ph, pw = self.padding
-        out_h, out_w = conv_output(inp.size, self.size, self.step, (ph, ph, pw, pw))
+        if self.ceil:
+            out_h, out_w = (ceil_window_output(n, k, s, p) for n, k, s, p in
+                            zip(inp.size, self.size, self.step, self.padding, strict=True))
+        else:
+            out_h, out_w = conv_output(inp.size, self.size, self.step, (ph, ph, pw, pw))
         if min(out_h, out_w) < 1:
             raise where.error(
                 f"window {format_pair(self.size)} is larger than its input {inp} "
@@ -58,6 +67,8 @@ class PoolSpec(LayerSpec):
         label = f"pool {self.kind} {format_pair(self.size)}/{_one(self.step)}"
         if any(self.padding):
             label += f" pad {_one(self.padding)}"
+        if self.ceil:
+            label += " ceil"
         return Inferred(
             output=Volume(out_w, out_h, inp.depth),
             label=label,
@@ -68,8 +79,8 @@ class PoolSpec(LayerSpec):
         from torch import nn
 
         if self.kind == "max":
-            return nn.MaxPool2d(self.size, self.step, self.padding)
-        return nn.AvgPool2d(self.size, self.step, self.padding)
+            return nn.MaxPool2d(self.size, self.step, self.padding, ceil_mode=self.ceil)
+        return nn.AvgPool2d(self.size, self.step, self.padding, ceil_mode=self.ceil)
 
 
 def _one(pair: Pair) -> str:

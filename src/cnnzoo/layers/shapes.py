@@ -71,6 +71,17 @@ def window_output(size: int, kernel: int, stride: int, pad_total: int, dilation:
     return span // stride + 1
 
 
+def ceil_window_output(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length of a pooling window that rounds up (torch's ceil_mode):
+    ceil((W - F + 2P) / S) + 1, less one when the last window would start in the
+    padding on the right (it must start inside the input or the left padding)."""
+    span = size + 2 * pad - kernel
+    if span < 0:
+        return 0
+    out = -(-span // stride) + 1
+    return out - 1 if (out - 1) * stride >= size + pad else out
+
+
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """(before, after) padding so that the output is ceil(size / stride), as TensorFlow does.
 
