@@ -38,6 +38,9 @@ from cnnzoo.lab.runs import RunConflict, RunManager, RunNotFound
 from cnnzoo.runs.lock import RunBusy
 
 MAX_IMAGE_BYTES = 16 << 20  # an upload over 16 MiB is no image a small network reads
+# A config over MAX_BYTES gets the CLI's message from the reader; a body far over it is
+# refused before it is read.
+MAX_PLAN_BODY = 2 * MAX_BYTES
 MAX_RUN_BODY = 8 * MAX_BYTES  # the YAML inside JSON, each byte escaped at worst
 MAX_TOP = 100
 STATUS_OF = ((ConfigError, 422), (DataError, 422), (RunNotFound, 404), (RunBusy, 409),
@@ -127,7 +130,7 @@ def layer_lines(plan: Any, config: ExperimentConfig) -> dict[str, int]:
 
 
 async def plan(request: Request) -> Response:
-    text = decode_text(await capped_body(request, MAX_BYTES + 1))
+    text = decode_text(await capped_body(request, MAX_PLAN_BODY))
     lines = request.query_params.get("lines") == "1"
     document = await run_in_threadpool(plan_document, text, request.query_params.get("name"),
                                        lines)
