@@ -28,6 +28,7 @@ from cnnzoo.model.devices import (
 )
 from cnnzoo.model.plan import Plan, plan_experiment
 from cnnzoo.runs.pretrained import build_model
+from cnnzoo.training.budget import time_steps
 from cnnzoo.training.optim import create_optimizer
 from cnnzoo.training.trainer import fit
 
@@ -51,7 +52,8 @@ def interleaved(a: Callable[[], float], b: Callable[[], float], repeats: int) ->
 
 def step_timer(model: torch.nn.Module, config: ExperimentConfig, batch: int,
                steps: int, device: torch.device) -> Callable[[], float]:
-    """Seconds for `steps` training steps of `model` on one fixed batch."""
+    """Seconds for `steps` training steps of `model` on one fixed batch, each call timed
+    by the library's one step timer (`training.budget.time_steps`)."""
     train = config.train
     plan = plan_experiment(config)
     channels_last = resolve_channels_last(train.channels_last, plan, device)
@@ -72,18 +74,8 @@ def step_timer(model: torch.nn.Module, config: ExperimentConfig, batch: int,
         loss.backward()
         optimizer.step()
 
-    for _ in range(3):
-        step()
-
-    def run() -> float:
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        return time.perf_counter() - start
-
-    return run
+    time_steps(step, 0, warmup=3, sync=lambda: sync(device))
+    return lambda: steps * time_steps(step, steps, sync=lambda: sync(device))
 
 
 def bench_builder(name: str, repeats: int, steps: int, device: torch.device) -> dict:

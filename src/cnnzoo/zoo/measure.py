@@ -10,7 +10,6 @@ import os
 import platform
 import shlex
 import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,11 +129,13 @@ def adapted_config(path: Path, user_sets: list[str]) -> Adapted:
 def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
                          steps: int = 2) -> float:
     """Seconds of one training step (forward, backward, update) on random images, made
-    by the library's own `TrainStep`, so the timer and training cannot drift apart."""
+    by the library's own `TrainStep` and timed by its one step timer
+    (`training.budget.time_steps`), so the timer and training cannot drift apart."""
     import torch
 
     from cnnzoo.model.build import build_network
     from cnnzoo.model.devices import resolve_channels_last, resolve_device, resolve_precision
+    from cnnzoo.training.budget import time_steps
     from cnnzoo.training.losses import create_loss
     from cnnzoo.training.optim import create_optimizer
     from cnnzoo.training.step import TrainStep
@@ -154,16 +155,9 @@ def measure_step_seconds(config: ExperimentConfig, plan: Plan, device: str,
     x = x.contiguous(memory_format=memory)
     y = torch.randint(0, plan.output.depth, (train.batch_size,), device=torch_device)
 
-    def step() -> None:
-        train_step(x, y)
-        if torch_device.type == "cuda":
-            torch.cuda.synchronize()
-
-    step()  # allocation and kernel selection
-    tick = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - tick) / steps
+    sync = torch.cuda.synchronize if torch_device.type == "cuda" else None
+    # one untimed step: allocation and kernel selection
+    return time_steps(lambda: train_step(x, y), steps, warmup=1, sync=sync)
 
 
 @dataclass(frozen=True)
@@ -197,15 +191,20 @@ class Workload:
 
 def choose_epochs(wanted: int, workload: Workload, step_seconds: float,
                   budget_seconds: float | None) -> int:
-    """The most epochs, up to `wanted`, whose estimated time fits the budget."""
+    """The most epochs, up to `wanted`, whose estimated time fits the budget (what
+    remains after the test, in whole epochs: `training.budget.steps_within`)."""
+    from cnnzoo.training.budget import steps_within
+
     if budget_seconds is None:
         return wanted
-    fits = [e for e in range(1, wanted + 1) if workload.seconds(e, step_seconds) <= budget_seconds]
+    test = workload.seconds(0, step_seconds)
+    per_epoch = workload.seconds(1, step_seconds) - test
+    fits = steps_within(budget_seconds, test, 0, per_epoch, wanted)
     if not fits:
         one = workload.seconds(1, step_seconds)
         raise Skip(f"one epoch would take about {format_seconds(one)} here, over the budget of "
                    f"{format_seconds(budget_seconds)} per config")
-    return fits[-1]
+    return fits
 
 
 # ---- the machine and the records
