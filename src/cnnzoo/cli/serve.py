@@ -47,6 +47,11 @@ def serve(
                           "with its own copy of the network")
     ] = 1,
     top: Annotated[int, typer.Option("--top", "-t", min=1, help="classes per answer")] = 3,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="threads each worker's network uses "
+                                 "(default: torch's, one per core); workers x threads should "
+                                 "not exceed the cores")
+    ] = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Serve a trained network over HTTP with dynamic batching: POST /predict (one
@@ -58,5 +63,5 @@ def serve(
     check_device(device)
     options = ServeOptions(source=source, pretrained=pretrained, backend=backend.value,
                            device=device, top=top, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                           max_queue=max_queue, max_bytes=max_bytes)
+                           max_queue=max_queue, max_bytes=max_bytes, threads=threads)
     run_server(options, host, port, workers)

@@ -54,6 +54,7 @@ class ServeOptions:
     max_queue: int = 256  # images waiting at most; more are refused with 503
     max_bytes: int = 16 << 20  # the largest request body accepted
     max_files: int = 256  # files in one /predict/batch request at most
+    threads: int | None = None  # torch's and onnxruntime's threads per worker; None: torch's
 
 
 class Refused(Exception):

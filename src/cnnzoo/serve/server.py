@@ -23,7 +23,17 @@ GRACE_SECONDS = 30  # the longest a drain waits for requests in flight
 
 def app_from_environment():  # -> Starlette; the factory uvicorn's worker processes call
     """The app for the options the parent process put in the environment."""
-    return create_app(ServeOptions(**json.loads(os.environ[OPTIONS_VARIABLE])))
+    options = ServeOptions(**json.loads(os.environ[OPTIONS_VARIABLE]))
+    use_threads(options.threads)
+    return create_app(options)
+
+
+def use_threads(threads: int | None) -> None:
+    """Set the network's threads in this process (onnxruntime takes torch's number)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
@@ -33,6 +43,7 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
 
     if workers < 1:
         raise CnnzooError(f"--workers must be at least 1. Received: {workers}")
+    use_threads(options.threads)
     predictor = Predictor(options.source, pretrained=options.pretrained,
                           backend=options.backend, device=options.device, top=options.top)
     settings = {"host": host, "port": port, "log_level": "info", "access_log": False,

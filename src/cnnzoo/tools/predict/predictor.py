@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +81,8 @@ class NamedBytes(io.BytesIO):
 
 
 def decode(item: str | Path | NamedBytes, volume: Volume) -> np.ndarray:
-    """One image as uint8 (C, H, W) of `volume`'s size; DataError when it cannot be read."""
-    if not isinstance(item, NamedBytes) and not Path(item).is_file():
-        raise DataError(f"cannot read image {item}: no such file")
+    """One image as uint8 (C, H, W) of `volume`'s size; DataError when it cannot be read
+    (a missing file, a folder, a damaged or oversized image, all named by the reader)."""
     return read_image(item, volume).numpy()
 
 
@@ -154,17 +153,20 @@ class Predictor:
         """Predictions for decoded images, in order: an image whose pixels are None gets
         its error instead, and the readable ones run as one batch."""
         readable = [p for p in pixels if p is not None]
-        rows = iter(self.scores(torch.from_numpy(np.stack(readable))) if readable else ())
         count = min(top or self.top, len(self.classes))
+        rows: Iterator = iter(())
+        if readable:  # one topk and one tolist for the batch: per image they cost more
+            values, index = self.scores(torch.from_numpy(np.stack(readable))).topk(count, 1)
+            rows = zip(values.tolist(), index.tolist(), strict=True)
         answers = []
         for name, image, error in zip(names, pixels, errors, strict=True):
             if image is None:
                 answers.append(Prediction(name, error=error, kind=self.kind))
                 continue
-            values, index = next(rows).topk(count)
+            row_values, row_index = next(rows)
             answers.append(Prediction(name, tuple(
-                Guess(self.classes[k], int(k), float(v))
-                for v, k in zip(values.tolist(), index.tolist(), strict=True)), kind=self.kind))
+                Guess(self.classes[k], k, v)
+                for v, k in zip(row_values, row_index, strict=True)), kind=self.kind))
         return answers
 
     def predict(self, images: Iterable[str | Path | bytes] | str | Path | bytes,

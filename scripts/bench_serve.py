@@ -1,0 +1,245 @@
+"""A bounded load test of `cnnzoo serve` on 127.0.0.1: what dynamic batching buys, and
+what the server costs against the bare network, for each config named.
+
+    nice -n 10 .venv/bin/python scripts/bench_serve.py [--configs lenet5 fashion-best] \\
+        [--clients 32] [--seconds 10] [--max-batch 64] [--max-wait-ms 5] [--threads 1]
+
+For each config, with Fashion-MNIST test images as PNG bodies of POST /predict:
+- saturated: `--clients` clients, each sending its next request when the last is
+  answered, for `--seconds`: requests/s, and the batch sizes the server formed (its
+  /metadata counters);
+- the same against the server started with --max-batch 1;
+- latency: requests sent at half the saturated rate on a fixed schedule (open loop, so
+  a slow answer cannot hold back the next request), timed from when each was due: p50
+  and p99, against the target of 3 x the batch-1 forward time + --max-wait-ms;
+- the ceiling: the bare network's images/s (normalisation, forward pass, softmax, as
+  the batcher runs it, without HTTP or decoding) at the batch sizes the server formed,
+  measured in this process after the servers stopped; and the saturated rate's share
+  of it.
+The clients run in this process, on the same CPU as the server: on a small machine
+they take a share of it that a real deployment's clients would not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def png_bodies(count: int) -> list[bytes]:
+    from PIL import Image
+
+    with gzip.open(FASHION / "t10k-images-idx3-ubyte.gz") as handle:
+        images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    bodies = []
+    for image in images[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        bodies.append(buffer.getvalue())
+    return bodies
+
+
+class Server:
+    def __init__(self, config: str, max_batch: int, args: argparse.Namespace) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "cnnzoo", "serve", config, "--pretrained", "--port",
+                   str(self.port), "--max-batch", str(max_batch), "--max-wait-ms",
+                   str(args.max_wait_ms), "--backend", args.backend, "--max-queue", "4096"]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while not self.ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"the server for {config} did not start: {' '.join(command)}")
+            time.sleep(0.2)
+
+    def ready(self) -> bool:
+        try:
+            return self.get("/health")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def batch_sizes(self) -> Counter:
+        import json
+
+        sizes = json.loads(self.get("/metadata")[1])["counters"]["batch_sizes"]
+        return Counter({int(size): count for size, count in sizes.items()})
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+
+
+def saturate(server: Server, bodies: list[bytes], clients: int, seconds: float) -> float:
+    """Requests/s with `clients` closed-loop clients for `seconds`."""
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        i = k
+        while time.monotonic() < stop:
+            connection.request("POST", "/predict", body=bodies[i % len(bodies)],
+                               headers={"Content-Type": "image/png"})
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                done[k] += 1
+            i += clients
+        connection.close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - start)
+
+
+def latencies(server: Server, bodies: list[bytes], rate: float, seconds: float,
+              senders: int = 64) -> list[float]:
+    """Seconds from each request's due time to its answer, requests due at `rate`/s."""
+    total = max(1, int(rate * seconds))
+    start = time.monotonic() + 0.2
+    lock = threading.Lock()
+    next_index = [0]
+    measured: list[float] = []
+
+    def sender() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        while True:
+            with lock:
+                k = next_index[0]
+                next_index[0] += 1
+            if k >= total:
+                break
+            due = start + k / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            connection.request("POST", "/predict", body=bodies[k % len(bodies)],
+                               headers={"Content-Type": "image/png"})
+            response = connection.getresponse()
+            response.read()
+            with lock:
+                measured.append(time.monotonic() - due)
+        connection.close()
+
+    threads = [threading.Thread(target=sender) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return measured
+
+
+def forward_seconds(predictor, size: int, bodies: list[bytes], budget: float = 0.3) -> float:
+    """The best time of one batch of `size` through the bare network."""
+    import torch
+
+    from cnnzoo.tools.predict.predictor import NamedBytes, decode
+
+    pixels = torch.from_numpy(np.stack([decode(NamedBytes(bodies[i % len(bodies)], "x"),
+                                               predictor.volume) for i in range(size)]))
+    predictor.scores(pixels)
+    best, spent = float("inf"), 0.0
+    while spent < budget:
+        start = time.perf_counter()
+        predictor.scores(pixels)
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return best
+
+
+def measure(config: str, bodies: list[bytes], args: argparse.Namespace) -> dict:
+    server = Server(config, args.max_batch, args)
+    try:
+        saturate(server, bodies, args.clients, 1.0)  # warm the connections and caches
+        before = server.batch_sizes()
+        saturated = saturate(server, bodies, args.clients, args.seconds)
+        formed = server.batch_sizes() - before
+        times = latencies(server, bodies, saturated / 2, args.seconds)
+    finally:
+        server.stop()
+    single = Server(config, 1, args)
+    try:
+        saturate(single, bodies, args.clients, 1.0)
+        unbatched = saturate(single, bodies, args.clients, args.seconds)
+    finally:
+        single.stop()
+    from cnnzoo.tools.predict.predictor import Predictor
+
+    predictor = Predictor(config, pretrained=True, backend=args.backend, device="cpu")
+    spent = sum(count * forward_seconds(predictor, size, bodies)
+                for size, count in formed.items())
+    ceiling = sum(size * count for size, count in formed.items()) / spent
+    batch1 = forward_seconds(predictor, 1, bodies)
+    mean_batch = sum(s * c for s, c in formed.items()) / sum(formed.values())
+    return {"config": config, "saturated": saturated, "unbatched": unbatched,
+            "ceiling": ceiling, "mean_batch": mean_batch, "largest": max(formed),
+            "p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
+            "target": 3 * batch1 + args.max_wait_ms / 1000, "batch1": batch1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["lenet5", "fashion-best"])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the network's threads in the server and for the ceiling")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    bodies = png_bodies(256)
+    rows = [measure(config, bodies, args) for config in args.configs]
+    print(f"{args.clients} clients, {args.seconds:g} s per rate, --max-batch "
+          f"{args.max_batch}, --max-wait-ms {args.max_wait_ms:g}, --backend {args.backend}, "
+          f"threads {args.threads or 'torch default'}, {os.cpu_count()} CPUs\n")
+    print("| config | saturated req/s | ceiling img/s (at the batches formed) | share | "
+          "--max-batch 1 req/s | mean (largest) batch | p50 / p99 at half rate | "
+          "p99 target |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['config']} | {r['saturated']:,.0f} | {r['ceiling']:,.0f} | "
+              f"{r['saturated'] / r['ceiling']:.0%} | {r['unbatched']:,.0f} | "
+              f"{r['mean_batch']:.1f} ({r['largest']}) | {r['p50'] * 1e3:.1f} / "
+              f"{r['p99'] * 1e3:.1f} ms | {r['target'] * 1e3:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
