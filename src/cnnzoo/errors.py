@@ -91,10 +91,11 @@ class CheckpointError(CnnzooError):
     """A run directory or checkpoint that cannot be read or does not fit."""
 
 
-class Stopped(Exception):
+class Stopped(BaseException):
     """A command stopped by a signal after cleaning up after itself (a download that
     removed its partial file). The CLI prints the message and exits 128 + the signal's
-    number, as a shell reports a process the signal ended."""
+    number, as a shell reports a process the signal ended. Like KeyboardInterrupt, it
+    is no Exception, so that no `except Exception` on the way swallows it."""
 
     def __init__(self, signum: int, message: str) -> None:
         self.signum = signum

@@ -128,3 +128,51 @@ def test_sigterm_during_a_download_leaves_nothing(tmp_path, silent):
     assert err == (f"SIGTERM: the download of {silent.url().split('#')[0]} stopped; nothing "
                    "was kept in the cache\n")
     assert _left_in(cache) == []
+
+
+def _kmnist(tmp_path: Path) -> tuple[Path, Path]:
+    """An experiment on KMNIST (not installed here, so downloaded) and an empty data root."""
+    data = tmp_path / "data"
+    data.mkdir()
+    config = tmp_path / "k.yaml"
+    config.write_text("model:\n  layers:\n    - fc: 10\ndata: {dataset: kmnist}\n"
+                      "train: {epochs: 1}\n")
+    return config, data
+
+
+def test_a_dataset_mirror_that_never_answers_is_given_up(tmp_path, cli, monkeypatch, silent):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets.KMNIST, "mirrors",
+                        [f"http://127.0.0.1:{silent.port}/kmnist/"])
+    monkeypatch.setenv("CNNZOO_DOWNLOAD_TIMEOUT", "0.5")
+    config, data = _kmnist(tmp_path)
+    result = cli("train", "-c", config, "--data-root", data, "--out", tmp_path / "run")
+    assert result.code == USER_ERROR and result.err.count("\n") == 1
+    assert silent.accepted.is_set()
+    assert "dataset kmnist not found; the download failed (" in result.err
+    assert "timed out" in result.err and "CNNZOO_DOWNLOAD_TIMEOUT=SECONDS" in result.err
+    assert _left_in(data) == [] and list(data.iterdir()) == []
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_dataset_download_leaves_nothing(tmp_path, silent):
+    config, data = _kmnist(tmp_path)
+    mirror = f"http://127.0.0.1:{silent.port}/kmnist/"
+    start = ("import sys, torchvision.datasets as d; d.KMNIST.mirrors = [sys.argv[1]]; "
+             "from cnnzoo.cli.app import run; sys.exit(run(sys.argv[2:]))")
+    proc = subprocess.Popen([sys.executable, "-c", start, mirror, "train", "-c", str(config),
+                             "--data-root", str(data), "--out", str(tmp_path / "run")],
+                            env={**os.environ, "CNNZOO_DOWNLOAD_TIMEOUT": "120"}, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert silent.accepted.wait(120), "the download never connected"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == SIGTERM_EXIT, err
+    assert err == f"SIGTERM: the download of kmnist stopped; nothing was kept in {data}\n"
+    assert list(data.iterdir()) == [] and not (tmp_path / "run").exists()

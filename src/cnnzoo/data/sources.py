@@ -25,6 +25,7 @@ from cnnzoo.config.datasets import DatasetInfo
 from cnnzoo.data.idx import read_idx
 from cnnzoo.errors import DataError
 from cnnzoo.utils.auto import resolve
+from cnnzoo.utils.network import default_socket_timeout, download_timeout, sigterm_stops, timed_out
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,16 @@ def _download(info: DatasetInfo, target: Path, dirs: list[tuple[Path, str]]) -> 
     import torchvision
 
     cls = getattr(torchvision.datasets, info.torchvision_class)
+    timeout = download_timeout()
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(_not_found(info, dirs, f"cannot create {target}: {exc.strerror}")) from None
     tmp = Path(tempfile.mkdtemp(prefix=f".download-{info.name}-", dir=target))
+    stopped = f"SIGTERM: the download of {info.name} stopped; nothing was kept in {target}"
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with (contextlib.redirect_stdout(io.StringIO()), default_socket_timeout(timeout),
+              sigterm_stops(stopped)):
             for split in ("train", "test"):
                 if info.layout == "svhn":
                     cls(tmp, split=split, download=True)
@@ -132,7 +136,10 @@ def _download(info: DatasetInfo, target: Path, dirs: list[tuple[Path, str]]) -> 
                 shutil.rmtree(destination) if destination.is_dir() else destination.unlink()
             item.rename(destination)
     except Exception as exc:  # urllib, socket, zip and checksum errors all mean "no data"
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        # torchvision tries each mirror and lists their errors over several lines
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        if "timed out" in reason:
+            reason += f"; {timed_out(timeout)}"
         raise DataError(_not_found(info, dirs, f"the download failed ({reason})")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

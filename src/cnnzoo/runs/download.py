@@ -10,26 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from cnnzoo.errors import CheckpointError, CnnzooError, Stopped
+from cnnzoo.errors import CheckpointError, CnnzooError
 from cnnzoo.utils.files import check_writable
+from cnnzoo.utils.network import download_timeout, sigterm_stops, timed_out
 
 # Hosts a plain http:// URL may name: a server on this machine, as in the tests.
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CACHE_ENV = "CNNZOO_CACHE"
-TIMEOUT_ENV = "CNNZOO_DOWNLOAD_TIMEOUT"
-# Seconds to wait for a connection, and then for each block: long enough for a slow
-# server, short enough that a silent one is noticed.
-DEFAULT_TIMEOUT = 30.0
 BLOCK = 1 << 16
 
 
@@ -63,22 +56,6 @@ def split_url(url: str) -> tuple[str, str]:
     return url.split("#", 1)[0], hexdigest.lower()
 
 
-def download_timeout() -> float:
-    """Seconds to wait for the connection and then for each block of the file:
-    $CNNZOO_DOWNLOAD_TIMEOUT, else DEFAULT_TIMEOUT."""
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise CnnzooError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds above 0; set it "
-                          f"to, say, 120, or unset it for {DEFAULT_TIMEOUT:g}")
-    return seconds
-
-
 def download(url: str) -> tuple[Path, str]:
     """Fetch `url` into the cache once; later calls reuse the file. Returns (path, sha256).
 
@@ -97,7 +74,8 @@ def download(url: str) -> tuple[Path, str]:
     fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial",
                                    dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle, _sigterm_stops(bare):
+        stopped = f"SIGTERM: the download of {bare} stopped; nothing was kept in the cache"
+        with os.fdopen(fd, "wb") as handle, sigterm_stops(stopped):
             actual = _fetch(bare, handle, timeout)
         if actual != expected:
             raise CheckpointError(f"corrupt download from {bare}: its SHA-256 is {actual}, the "
@@ -130,9 +108,7 @@ def _fetch(url: str, handle: BinaryIO, timeout: float) -> str:
     except (TimeoutError, urllib.error.URLError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError):
-            raise CnnzooError(
-                f"cannot download {url}: no answer within {timeout:g} s; check the address "
-                f"and the network, or wait longer with {TIMEOUT_ENV}=SECONDS") from None
+            raise CnnzooError(f"cannot download {url}: {timed_out(timeout)}") from None
         raise CnnzooError(f"cannot download {url}: {_strerror(reason)}") from None
     except (OSError, http.client.HTTPException) as exc:
         raise CnnzooError(f"cannot download {url}: {_strerror(exc)}") from None
@@ -141,25 +117,3 @@ def _fetch(url: str, handle: BinaryIO, timeout: float) -> str:
 
 def _strerror(exc: object) -> str:
     return str(getattr(exc, "strerror", None) or exc or type(exc).__name__)
-
-
-@contextlib.contextmanager
-def _sigterm_stops(url: str) -> Iterator[None]:
-    """Within the block, SIGTERM raises `Stopped`, so that the download's cleanup runs:
-    its default action ends the process at once and would leave the `.partial` file. A
-    handler the program set itself is left in place, as is any outside the main thread
-    (where Python runs signal handlers)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped(signum, f"SIGTERM: the download of {url} stopped; nothing was kept in "
-                      "the cache")
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
