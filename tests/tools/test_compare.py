@@ -21,7 +21,7 @@ def test_compare_table_and_plot(trained, cli, tmp_path):
         assert f"{results['params']:,}" in row and f"{results['macs']:,}" in row
         assert f"{results['test_accuracy']:.2%}" in row and results["device"] in row
     assert f"plot: {plot}" in result.out
-    assert_png(plot, (800, 550))
+    assert_png(plot, (1000, 650))
 
 
 def test_compare_expands_a_quoted_pattern(trained, cli, tmp_path):
