@@ -53,7 +53,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def test_each_seed_is_the_single_run_with_that_seed(seeded):
     parent = seeded["parent"]
     assert sorted(p.name for p in parent.iterdir()) == [
-        "config.yaml", "seed-0", "seed-3", "seed-results.json", "seed-results.txt", "seeds.json"]
+        "config.yaml", "seed-0", "seed-3", "seeds-summary.json", "seeds-summary.txt",
+        "seeds.json"]
     for seed in (0, 3):
         assert_same_weights(parent / f"seed-{seed}", seeded["base"] / f"single-{seed}")
     first, second = weights(parent / "seed-0"), weights(parent / "seed-3")
@@ -63,7 +64,7 @@ def test_each_seed_is_the_single_run_with_that_seed(seeded):
 @pytest.mark.slow
 def test_the_summary_holds_numpys_statistics(seeded):
     parent = seeded["parent"]
-    summary = json.loads((parent / "seed-results.json").read_text())
+    summary = json.loads((parent / "seeds-summary.json").read_text())
     for key in ("test_accuracy", "train_seconds", "wall_seconds"):
         values = [json.loads((parent / f"seed-{s}" / "results.json").read_text())[key]
                   for s in (0, 3)]
@@ -71,7 +72,7 @@ def test_the_summary_holds_numpys_statistics(seeded):
         assert summary[key]["mean"] == pytest.approx(np.mean(values), rel=1e-12)
         assert summary[key]["sd"] == pytest.approx(np.std(values, ddof=1), rel=1e-12, abs=1e-15)
         assert (summary[key]["min"], summary[key]["max"]) == (min(values), max(values))
-    text = (parent / "seed-results.txt").read_text()
+    text = (parent / "seeds-summary.txt").read_text()
     assert text.startswith("small: 2 seeds, ") and "\nmean " in text and "\nsd " in text
 
 
@@ -96,7 +97,7 @@ def test_an_interrupted_parent_resumes_the_seed_it_stopped_in(seeded, cli):
     assert f"seed 3 (2 of 2): resuming {parent_dir / 'seed-3'}" in resumed.out
     assert "seed 0 (" not in resumed.out  # a finished seed is left as it is
     assert_same_weights(parent_dir / "seed-3", seeded["base"] / "single-3")
-    assert (parent_dir / "seed-results.txt").exists()
+    assert (parent_dir / "seeds-summary.txt").exists()
 
     again = cli("train", "--resume", parent_dir, "--data-root", seeded["data"])
     assert again.code == 2 and "all its seeds (2) are finished" in again.err

@@ -42,15 +42,30 @@ def eval_(
         TtaMode | None, typer.Option("--tta", help="test-time augmentation instead of the "
                                      "run's train.tta (flip_shift: 10 views per image)")
     ] = None,
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="also write each image's true class, "
+                                  "predicted class and top-3 scores to this .npz (for a "
+                                  "train --seeds parent: one file per seed, NAME-seed-S.npz)")
+    ] = None,
 ) -> None:
-    """Accuracy, loss, per-class accuracy and confusion matrix of a trained run."""
-    from cnnzoo.tools.evaluate import evaluate_run
+    """Accuracy, loss, per-class accuracy and confusion matrix of a trained run; for a
+    train --seeds parent, each seed's accuracy and loss, and their mean and sd."""
+    from cnnzoo.runs.seeds import is_seed_parent
+    from cnnzoo.tools.evaluate import evaluate_run, write_eval_predictions
+    from cnnzoo.utils.files import check_writable
 
     check_device(device)
     split = split_choice.value
     run_dir = run_dir_of(source, pretrained)
+    if predictions is not None:
+        check_writable(predictions, "--predictions")
+    if not pretrained and is_seed_parent(run_dir):
+        _eval_seeds(source, split, data_root, device, tta, predictions, as_json)
+        return
     result, classes = evaluate_run(run_dir, split, data_root, device,
                                    None if tta is None else tta.value)
+    if predictions is not None:
+        write_eval_predictions(run_dir, result, split, predictions)
     per_class = result.per_class()
     if as_json:
         print(json.dumps({
@@ -73,6 +88,44 @@ def eval_(
     matrix = [(f"{i} {name}", *(str(int(v)) for v in result.confusion[i]))
               for i, name in enumerate(classes)]
     print(format_table(header, matrix, set(header[1:])))
+    if predictions is not None:
+        print(f"\nper-image predictions: {predictions}")
+
+
+def _eval_seeds(source: str, split: str, data_root: str | None, device: str,
+                tta: TtaMode | None, predictions: Path | None, as_json: bool) -> None:
+    """`eval PARENT`: every seed's run, then the mean and sd over the seeds."""
+    from cnnzoo.runs.seeds import mean_sd_text, statistics
+    from cnnzoo.tools.evaluate import evaluate_seeds, predictions_file, write_eval_predictions
+
+    evaluated, classes = evaluate_seeds(Path(source), split, data_root, device,
+                                        None if tta is None else tta.value)
+    written = []
+    for seed, run_dir, result in evaluated:
+        if predictions is not None:
+            written.append(predictions_file(predictions, seed))
+            write_eval_predictions(run_dir, result, split, written[-1])
+    accuracy = statistics([result.accuracy for _, _, result in evaluated])
+    if as_json:
+        print(json.dumps({
+            "run": source, "split": split, "accuracy": accuracy, "classes": classes,
+            "seeds": [{"seed": seed, "run": str(run_dir), "accuracy": result.accuracy,
+                       "loss": result.loss, "samples": result.samples,
+                       "per_class": dict(zip(classes, result.per_class(), strict=True))}
+                      for seed, run_dir, result in evaluated],
+        }, indent=2))
+        return
+    from cnnzoo.utils.format import format_table
+
+    views = "" if tta is None else f" (tta {tta.value})"
+    print(f"{source} on {split}{views}: {len(evaluated)} seeds, accuracy "
+          f"{mean_sd_text(accuracy)} (mean +- sd in points)\n")
+    rows = [(str(seed), f"{result.accuracy:.2%}", f"{result.loss:.4f}", f"{result.samples:,}",
+             str(run_dir)) for seed, run_dir, result in evaluated]
+    print(format_table(("seed", "accuracy", "loss", "images", "run"), rows,
+                       {"accuracy", "loss", "images"}))
+    if written:
+        print("\nper-image predictions: " + ", ".join(map(str, written)))
 
 
 def predict(
@@ -189,7 +242,8 @@ def filter_(
 def compare(
     run_dirs: Annotated[
         list[str],
-        typer.Argument(help="run directories, or quoted patterns such as 'runs/*'"),
+        typer.Argument(help="run directories, train --seeds parents, or quoted patterns "
+                       "such as 'runs/*'"),
     ],
     plot: Annotated[
         Path, typer.Option("--plot", help="where to draw test accuracy against parameters")
@@ -198,11 +252,15 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Trained runs side by side: params, mult-adds, test accuracy, train time, device;
-    and a PNG of test accuracy against parameters (log scale)."""
+    whether the best is better than each other run beyond noise (McNemar's exact test
+    and a paired-bootstrap 95% interval on the shared test images; Welch's t-test over
+    the seeds of train --seeds parents; Holm's correction for several runs); and a PNG
+    of test accuracy against parameters (log scale)."""
     from cnnzoo.tools.compare import (
         compare_runs,
         comparison_json,
         format_comparison,
+        paired_verdicts,
         plot_comparison,
     )
     from cnnzoo.utils.files import check_writable
@@ -213,12 +271,13 @@ def compare(
     rows = compare_runs(run_dirs, skipped)
     for path, why in skipped:  # reported, and the rest compared
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    verdicts = paired_verdicts(rows)
     drawn = None if no_plot else plot_comparison(rows, plot)
     if as_json:
-        print(json.dumps({"runs": comparison_json(rows), "plot": str(drawn) if drawn else None},
-                         indent=2))
+        print(json.dumps({"runs": comparison_json(rows), "paired": verdicts.json(),
+                          "plot": str(drawn) if drawn else None}, indent=2))
         return
-    print(format_comparison(rows))
+    print(format_comparison(rows, verdicts))
     if drawn is not None:
         print(f"\nplot: {drawn}")
 
@@ -237,11 +296,17 @@ def viz(
 ) -> None:
     """The activation volume of every conv, local and pool layer for one image, each a
     grid of its depth slices (W x H x D as D tiles); for capsule networks also the
-    capsules' lengths and the decoder's reconstruction."""
+    capsules' lengths and the decoder's reconstruction. For a train --seeds parent:
+    its first seed's network."""
+    from cnnzoo.runs.seeds import is_seed_parent, open_seed_parent
     from cnnzoo.tools.viz import visualize_run
 
     check_device(device)
     run_dir = run_dir_of(source, pretrained)
+    if not pretrained and is_seed_parent(run_dir):
+        parent = open_seed_parent(run_dir)
+        run_dir = parent.runs[0]
+        print(f"seed {parent.seeds[0]} of {len(parent.seeds)}: {run_dir}", file=sys.stderr)
     if out is None and pretrained:
         out = Path(f"activations-{run_dir.name.rsplit('-', 1)[0]}-{image.stem}.png")
     for path in visualize_run(run_dir, image, out, device):

@@ -56,7 +56,7 @@ def train(
         typer.Option("--seeds", help="one run per seed under one parent directory "
                      "(PARENT/seed-S): a count (3: seeds 0, 1, 2) or a list (0,1,2); then the "
                      "mean, sd, min and max of their test accuracy and time in "
-                     "PARENT/seed-results.txt. --out names the parent; --resume PARENT "
+                     "PARENT/seeds-summary.txt. --out names the parent; --resume PARENT "
                      "continues the seed it stopped in"),
     ] = None,
 ) -> None:

@@ -1,10 +1,10 @@
 """Runs of one config with several seeds, under one parent directory.
 
-    PARENT/seeds.json        the config's name and the seeds, written first
-    PARENT/config.yaml       the experiment every seed trains (with its own train.seed)
-    PARENT/seed-0/ ...       one ordinary run directory per seed, each with its lock
-    PARENT/seed-results.json mean, sd, min and max of the seeds' test accuracy and time
-    PARENT/seed-results.txt  the same, to read
+    PARENT/seeds.json          the config's name and the seeds, written first
+    PARENT/config.yaml         the experiment every seed trains (with its own train.seed)
+    PARENT/seed-0/ ...         one ordinary run directory per seed, each with its lock
+    PARENT/seeds-summary.json  mean, sd, min and max of the seeds' test accuracy and time
+    PARENT/seeds-summary.txt   the same, to read
 
 The standard deviation is the sample one (n - 1 in the denominator): the seeds are a
 sample of the seeds one could have drawn.
@@ -23,8 +23,8 @@ from cnnzoo.utils.files import atomic_write_text
 
 SEEDS = "seeds.json"
 SEED_CONFIG = "config.yaml"
-SEED_RESULTS = "seed-results.json"
-SEED_TABLE = "seed-results.txt"
+SEED_RESULTS = "seeds-summary.json"
+SEED_TABLE = "seeds-summary.txt"
 MAX_SEEDS = 1000  # more runs than anyone means to start by a typo (--seeds 30000)
 STATISTICS = ("test_accuracy", "train_seconds", "wall_seconds")
 

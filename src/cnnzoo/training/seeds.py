@@ -18,6 +18,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.runs import rundir
 from cnnzoo.runs.lock import refuse_live
 from cnnzoo.runs.seeds import (
+    SEED_TABLE,
     SeedParent,
     open_seed_parent,
     seed_dir,
@@ -51,7 +52,7 @@ def resume_seeds(parent: Path, overrides: list[str]) -> tuple[SeedParent, Experi
     seeds = open_seed_parent(parent)
     if all(seeds.finished()):
         raise CnnzooError(f"cannot resume {parent}: all its seeds ({len(seeds.seeds)}) are "
-                          f"finished; see {parent / 'seed-results.txt'}")
+                          f"finished; see {parent / SEED_TABLE}")
     return seeds, load_config(seeds.config, overrides)
 
 
@@ -81,5 +82,5 @@ def fit_seeds(parent: SeedParent, config: ExperimentConfig, fit_one: FitOne,
             raise
     summary = write_seed_summary(parent)
     if show_progress:
-        print((parent.path / "seed-results.txt").read_text(), end="", flush=True)
+        print((parent.path / SEED_TABLE).read_text(), end="", flush=True)
     return summary
