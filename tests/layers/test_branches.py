@@ -239,3 +239,30 @@ def test_bad_branches_are_one_message_with_the_line(tmp_path, cli, case):
     assert message in lines[0]
     if fix is not None:
         assert fix in lines[0]
+
+
+def test_viz_draws_the_activations_of_every_path():
+    from cnnzoo.tools.viz import activation_volumes
+
+    model = network(INCEPTION).eval()
+    drawn = [plan.index for plan, _ in activation_volumes(model, torch.randn(1, 6, 8, 8))]
+    assert drawn == ["1.0.0", "1.1.0", "1.1.2", "1.2.0", "1.2.1"]
+
+
+def test_freq_filter_and_capsules_follow_a_branch():
+    model = network("- branches: [[conv: {filters: 4, kernel: 3, padding: same}], []]\n"
+                    "- freq_filter: {kind: lowpass, cutoff: 0.3}\n"
+                    "- primary_capsules: {capsules: 2, dim: 4, kernel: 3, stride: 2}\n"
+                    "- capsules: {units: 3, dim: 4}\n- length")
+    assert model(torch.randn(2, 6, 8, 8)).shape == (2, 3)
+
+
+def test_a_tune_space_reaches_into_a_path():
+    from cnnzoo.tune.space import parse_space, validate_space
+
+    key = "model.layers[5].branches.paths[1][3].conv.filters"  # inception-mini's 3x3 conv
+    space = parse_space(f"space:\n  {key}: [16, 32]\n", "space.yaml")
+    validate_space(space, "inception-mini", [])
+    bad = parse_space(f"space:\n  {key.replace('[3]', '[9]')}: [16]\n", "space.yaml")
+    with pytest.raises(cnnzoo.ConfigError, match=r"paths\.1\.9 does not exist|does not exist"):
+        validate_space(bad, "inception-mini", [])

@@ -84,12 +84,13 @@ _NAMED_SECTIONS = {"optimizer", "scheduler", "loss"}
 
 def _expand_shorthand(key: str | int, value: Any) -> Any:
     """The mapping a shorthand stands for, so a `--set` can reach into it:
-    `optimizer: adam` is {name: adam}, `relu` is {relu: None}, `conv: 8` is {filters: 8}."""
+    `optimizer: adam` is {name: adam}, `relu` is {relu: None}, `conv: 8` is {filters: 8},
+    `branches: [[...], [...]]` is {paths: [...]}."""
     if isinstance(value, str) and key in _NAMED_SECTIONS:
         return {"name": value}
     if isinstance(value, str) and isinstance(key, int):
         return {value: None}
-    if value is not None and not isinstance(value, (dict, list)) and isinstance(key, str):
+    if value is not None and not isinstance(value, dict) and isinstance(key, str):
         from cnnzoo.layers.registry import get_layer_type, list_layer_types
 
         if key in list_layer_types() and get_layer_type(key).primary is not None:
