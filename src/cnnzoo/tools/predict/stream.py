@@ -1,11 +1,12 @@
 """`cnnzoo predict`: classify image files, folders, globs and lists with a trained run.
 
-The paths stream from `inputs` in batches; worker processes read and decode
-the images (the same reader and limits as everywhere, data/images.py) a few batches
-ahead of the network, and the answers go to `outputs` as they come. At most
-`2 x workers` batches are ever held, so a list of a million paths costs the memory of
-a few batches. An unreadable image is answered with its error and the rest predicted;
-the command fails at the end, naming the first few.
+The paths stream from `inputs` in batches; worker processes read and decode the
+images (the same reader and limits as everywhere, data/images.py) a few batches ahead
+of the network (and this process one more, when it would otherwise wait), and the
+answers go to `outputs` as they come. At most `2 x workers + 1` batches are held, so a
+list of a million paths costs the memory of a few batches. An unreadable image is
+answered with its error and the rest predicted; the command fails at the end, naming
+the first few.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +62,7 @@ def stream_predictions(predictor: Predictor, paths: Iterable[Path], batch_size: 
     batch, where starting processes would cost more than it saves."""
     if batch_size < 1:
         raise CnnzooError(f"--batch-size must be at least 1. Received: {batch_size}")
-    volume = (predictor.volume.width, predictor.volume.height, predictor.volume.depth)
+    volume = predictor_volume(predictor)
     chunks = _batched((str(p) for p in paths), batch_size)
     head = list(itertools.islice(chunks, 2))
     workers = default_workers() if workers is None else workers
@@ -71,15 +73,45 @@ def stream_predictions(predictor: Predictor, paths: Iterable[Path], batch_size: 
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with context.Pool(workers, initializer=_quiet_worker) as pool:
-        pending: deque = deque()
-        for chunk in itertools.chain(head, chunks):
-            pending.append((chunk, pool.apply_async(decode_chunk, (chunk, volume))))
-            if len(pending) >= 2 * workers:
-                done, job = pending.popleft()
-                yield from _answer(predictor, done, job.get(), top)
-        while pending:
-            done, job = pending.popleft()
-            yield from _answer(predictor, done, job.get(), top)
+        yield from _pipeline(predictor, pool, workers, itertools.chain(head, chunks), top)
+
+
+def _pipeline(predictor: Predictor, pool: Any, workers: int, chunks: Iterator[list[str]],
+              top: int | None) -> Iterator[Prediction]:
+    """Keep `2 x workers` batches decoding in the pool and answer them in order. While
+    the next batch is not decoded yet, this process decodes one more itself rather than
+    wait: with a small network it is mostly waiting, and then it adds a decoder."""
+    volume = predictor_volume(predictor)
+    pending: deque = deque()  # (names, AsyncResult or decoded), in input order
+    in_pool = 0
+    exhausted = False
+    while True:
+        while not exhausted and in_pool < 2 * workers:
+            chunk = next(chunks, None)
+            exhausted = chunk is None
+            if chunk is not None:
+                pending.append((chunk, pool.apply_async(decode_chunk, (chunk, volume))))
+                in_pool += 1
+        if not pending:
+            return
+        names, job = pending[0]
+        if isinstance(job, list) or job.ready():
+            pending.popleft()
+            in_pool -= not isinstance(job, list)
+            yield from _answer(predictor, names, job if isinstance(job, list) else job.get(),
+                               top)
+        elif not exhausted and len(pending) <= 2 * workers:
+            chunk = next(chunks, None)
+            exhausted = chunk is None
+            if chunk is not None:
+                pending.append((chunk, decode_chunk(chunk, volume)))
+        else:
+            job.wait()
+
+
+def predictor_volume(predictor: Predictor) -> tuple[int, int, int]:
+    """The predictor's input W x H x D as plain numbers, for the worker processes."""
+    return predictor.volume.width, predictor.volume.height, predictor.volume.depth
 
 
 def _batched(items: Iterator[str], size: int) -> Iterator[list[str]]:
