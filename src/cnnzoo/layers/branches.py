@@ -60,6 +60,7 @@ def _paths_kind() -> Kind:
 class PathSpec(LayerSpec):
     """One path of a `branches`: a stack that is no layer of the file on its own."""
 
+    type_name = "path"  # in the summary's JSON; no layer of the file has this name
     is_group = True
     layers: Path
     number: int  # its place among the branch's paths
