@@ -112,13 +112,13 @@ def test_every_bundled_space_validates_against_its_config():
 
 def _settings(tmp_path: Path, trials: int, workers: int = 1, config: Path | None = None,
               space: Path | None = None):
-    from cnnzoo.tune.study import TuneSettings, default_storage
+    from cnnzoo.tune.study import TuneSettings
 
     out = tmp_path / "study"
     out.mkdir(exist_ok=True)
     return TuneSettings(config=str(config or tiny(tmp_path)), base=(),
                         space_path=str(space or space_file(tmp_path, trials)), out=out,
-                        storage=default_storage(out), study="s", trials=trials,
+                        storage=None, study="s", trials=trials,
                         workers=workers, threads=1, heartbeat=1, data_root=None, device="cpu")
 
 
@@ -179,26 +179,39 @@ def test_the_last_epoch_is_never_pruned(tmp_path):
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")  # ask/tell here
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_silent_trial_is_failed_and_retried_on_every_storage(tmp_path, kind):
-    """The heartbeat machinery the workers rely on, on both kinds of storage: a trial
-    whose worker stopped beating is failed and its parameters are enqueued again."""
-    from cnnzoo.tune.study import open_storage
+    """The heartbeat the workers rely on, on both kinds of storage (Optuna's on an RDB,
+    cnnzoo's on the journal): a trial whose worker stopped beating is failed and its
+    parameters are enqueued again."""
+    from cnnzoo.tune.storage import BEAT_ATTR, fail_stale_trials, open_storage
 
     url = (f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite"
            else f"journal:{tmp_path / 'study.log'}")
-    study = optuna.create_study(storage=open_storage(url, 1), study_name="s")
+    storage = open_storage(url, 1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study_id = storage.get_study_id_from_name("s")
+
+    def beat(trial):
+        if kind == "sqlite":
+            storage.record_heartbeat(
+                storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+        else:
+            trial.set_user_attr(BEAT_ATTR, time.time())
+
     alive, silent = study.ask(), study.ask()
     silent.suggest_int("x", 0, 9)
-    study._storage.record_heartbeat(silent._trial_id)
+    beat(silent)
     for _ in range(5):  # 5 s: past the grace period of 3 beats
-        study._storage.record_heartbeat(alive._trial_id)
+        beat(alive)
         time.sleep(1.0)
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study, url, 1)
     states = {t.number: t.state for t in study.trials}
     assert states[alive.number] == TrialState.RUNNING
     assert states[silent.number] == TrialState.FAIL
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == silent.number]
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING
     assert retry[0].params == study.trials[silent.number].params
+    fail_stale_trials(study, url, 1)  # a second look fails nothing twice
+    assert len([t for t in study.trials if t.state == TrialState.WAITING]) == 1
 
 
 def _finished(study_dir: Path, name: str = "s") -> list[optuna.trial.FrozenTrial]:

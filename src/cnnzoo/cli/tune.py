@@ -7,17 +7,19 @@ from typing import Annotated
 
 import typer
 
-from cnnzoo.cli.options import (
-    ConfigOption,
-    SetOption,
-)
+from cnnzoo.cli.options import SetOption, complete_config
 from cnnzoo.errors import CnnzooError
 
 
 def tune(
-    config: ConfigOption,
-    space: Annotated[str, typer.Option("--space", help="a search space file (YAML), or the "
-                                       "name of a bundled one (configs/spaces)")],
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="an experiment file, or the name of a "
+                                 "bundled config (cnnzoo zoo)", autocompletion=complete_config),
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option("--space", help="a search space file (YAML), or the name of "
+                                 "a bundled one (configs/spaces)"),
+    ] = None,
     overrides: SetOption = None,
     trials: Annotated[
         int | None, typer.Option("--trials", min=1, help="finished trials the study ends with, "
@@ -48,12 +50,16 @@ def tune(
                           "life; a trial silent for 3x this is failed and run again")
     ] = 10,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="run nothing: write trials.csv, best.yaml and the "
+                           "pictures of the study in --storage into --out")
+    ] = False,
 ) -> None:
     """Search hyperparameters with Optuna (TPE, median pruning): each trial is a run in
     OUT/trials/; the same command again continues the study. A space file:
 
     trials: 24 / objective: val_accuracy / space: {train.optimizer.lr: {low: 1.0e-4,
-    high: 0.1, log: true}, model.layers[1].conv.kernel: [3, 5, 7]}"""
+    high: 0.1, log: true}, 'model.layers[1].conv.kernel': [3, 5, 7]}"""
     import importlib.util
     import os
 
@@ -61,15 +67,25 @@ def tune(
 
     if importlib.util.find_spec("optuna") is None:
         raise CnnzooError("cnnzoo tune needs Optuna: pip install '.[tune]'")
-    from cnnzoo.tune.study import TuneSettings, default_storage
+    from cnnzoo.tune.study import TuneSettings
+    from cnnzoo.tune.study import report as report_study
     from cnnzoo.tune.study import tune as run_tune
 
+    if report:
+        if out is None:
+            raise CnnzooError("tune --report needs --out DIR, the folder for the report")
+        name = study or (load_config(config, overrides or []).name if config else None)
+        report_study(storage or f"sqlite:///{(out / 'study.db').resolve()}", name, out)
+        return
+    if config is None or space is None:
+        raise CnnzooError(f"tune needs {'--config' if config is None else '--space'} (or "
+                          "--report to report on a study)")
     name = load_config(config, overrides or []).name
     out = out if out is not None else Path("tune") / name
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     run_tune(TuneSettings(
         config=config, base=tuple(overrides or []), space_path=str(space), out=out,
-        storage=storage or default_storage(out), study=study or name, trials=trials or 0,
+        storage=storage, study=study or name, trials=trials or 0,
         workers=workers, threads=max(1, (cores or 1) // workers), heartbeat=heartbeat,
         data_root=data_root, device=device,
     ), show_progress=not quiet)

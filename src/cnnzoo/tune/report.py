@@ -1,4 +1,6 @@
-"""What `cnnzoo tune` leaves in its output directory at the end of a study.
+"""What `cnnzoo tune` leaves in its output directory at the end of a study, made from
+the storage alone (the record the study keeps of its config and space), so that
+`cnnzoo tune --report` on any machine writes the same files.
 
     trials.csv        one row per trial: number, state, objective, epochs run, seconds,
                       test accuracy (complete trials), run directory, parameters
@@ -15,22 +17,15 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from cnnzoo.config.experiment import load_config, rename
+from cnnzoo.config.experiment import rename
+from cnnzoo.tune.record import StudyRecord, require_record
 from cnnzoo.tune.space import SearchSpace, override
 from cnnzoo.utils.files import atomic_write_text
-
-
-class TuneSettings(Protocol):
-    """What the report reads of a study's settings (cnnzoo.tune.study.TuneSettings)."""
-
-    config: str  # experiment file or bundled name
-    base: tuple[str, ...]  # --set overrides applied to every trial
-    out: Path
 
 TRIALS_CSV = "trials.csv"
 BEST = "best.yaml"
@@ -94,13 +89,13 @@ def write_trials_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def best_config_yaml(study: optuna.Study, settings: TuneSettings, space: SearchSpace) -> str:
+def best_config_yaml(study: optuna.Study, record: StudyRecord, space: SearchSpace) -> str:
     """The base experiment with the best trial's parameters, as a complete file."""
     best = study.best_trial
-    overrides = [*settings.base, *(override(p.key, best.params[p.key]) for p in space.params)]
-    config = load_config(settings.config, overrides)
+    overrides = [override(p.key, best.params[p.key]) for p in space.params]
+    config = record.base(study.study_name, overrides)
     config = rename(config, f"{config.name}-tuned")
-    header = (f"# The best of {len(study.trials)} trials of study '{study.study_name}' "
+    header = (f"# The best of {len(reported_trials(study))} trials of study '{study.study_name}' "
               f"(cnnzoo tune): trial {best.number}, {space.objective} {best.value:.4f}.\n"
               f"# Its run: {best.user_attrs.get('run_dir')}\n")
     return header + config.to_yaml()
@@ -162,23 +157,27 @@ def _save(draw: Callable[[], Any], path: Path) -> bool:
     return True
 
 
-def write_report(study: optuna.Study, settings: TuneSettings, space: SearchSpace) -> None:
-    """Print the table; write trials.csv, best.yaml and the pictures into OUT."""
+def write_report(study: optuna.Study, out: Path, storage: str = "its storage") -> None:
+    """Print the table; write trials.csv, best.yaml and the pictures into `out`."""
+    record = require_record(study, storage)
+    space = record.space(study.study_name)
     rows = trial_rows(study, space)
     if not rows:
+        print(f"study '{study.study_name}' has no trials yet: nothing to report",
+              file=sys.stderr)
         return
     print(format_trials(rows, space))
-    write_trials_csv(settings.out / TRIALS_CSV, rows)
+    write_trials_csv(out / TRIALS_CSV, rows)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         print("no trial has completed yet: no best.yaml", file=sys.stderr)
         return
-    atomic_write_text(settings.out / BEST, best_config_yaml(study, settings, space))
-    pictures = draw_pictures(study, settings.out)
+    atomic_write_text(out / BEST, best_config_yaml(study, record, space))
+    pictures = draw_pictures(study, out)
     planned, saved = epochs_saved(study)
     best = study.best_trial
     print(f"\nbest: trial {best.number}, {space.objective} {best.value:.4f}, test accuracy "
           f"{best.user_attrs.get('test_accuracy', float('nan')):.2%}; pruning saved {saved} of "
           f"{planned} epochs ({saved / max(planned, 1):.0%})")
-    print(f"wrote {settings.out / BEST}, {settings.out / TRIALS_CSV}"
+    print(f"wrote {out / BEST}, {out / TRIALS_CSV}"
           + "".join(f", {p}" for p in pictures))

@@ -107,8 +107,11 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
 def load_space(path: str | Path) -> SearchSpace:
     """Read a space file; a malformed one raises ConfigError with its file and line."""
     path = resolve_space_path(path)
-    source = str(path)
-    text = read_config_text(path)
+    return parse_space(read_config_text(path), str(path))
+
+
+def parse_space(text: str, source: str) -> SearchSpace:
+    """A space from its text (a study stores it, so a report needs no file)."""
     doc = load_yaml(text, source)
     data = doc.data
     if not isinstance(data, dict):

@@ -1,45 +1,57 @@
 """`cnnzoo tune`: a hyperparameter search on Optuna, each trial an ordinary run.
 
 The study lives in an Optuna storage (a SQLite file in the output directory by
-default, or any RDB URL, or `journal:PATH` for Optuna's journal file), so the same
-command started again, or on several machines, works on one study. Workers are
-processes; each asks the storage for a trial, trains it with `fit` into
-`OUT/trials/NNNN/`, and reports every epoch's validation metric to the pruner.
+default, a PostgreSQL URL, or `journal:PATH`; see cnnzoo.tune.storage), so the same
+command started again, or on several machines, works on one study. It is created
+once, before any worker starts, with the base experiment and the space stored in it
+(cnnzoo.tune.record). Workers are processes; each asks the storage for a trial,
+trains it with `fit` into `OUT/trials/NNNN/`, and reports every epoch's validation
+metric to the pruner.
 
-A worker that dies mid-trial stops sending heartbeats; another worker then marks
-its trial failed and enqueues the same parameters again (RetryHeartbeatStaleTrialCallback),
-so the study still ends with the number of finished trials asked for.
+Exactly `trials` trials finish (complete or pruned), however many processes share the
+study: a worker asks for a trial only while finished + running trials are fewer, and a
+trial that finds, once asked, that the trials numbered before it already fill the
+study is refused before it trains (two workers may ask for the last place at once).
+A worker that dies mid-trial stops sending heartbeats; another one marks its trial
+failed and enqueues the same parameters again, and a worker with nothing left to ask
+waits while trials are still running, so that a dead worker's trial is retried.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import sys
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat  # public API has no journal heartbeat
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from cnnzoo.config.experiment import load_config, rename
 from cnnzoo.errors import CnnzooError, ConfigError
 from cnnzoo.training.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.training.metrics import EpochMetrics
+from cnnzoo.tune.record import StudyRecord, read_record, write_record
 from cnnzoo.tune.space import SearchSpace, load_space, override, validate_space
+from cnnzoo.tune.storage import (
+    beating,
+    check_storage,
+    default_storage,
+    fail_stale_trials,
+    is_journal,
+    open_storage,
+)
+from cnnzoo.utils.files import check_writable
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-RETRIES = 3  # a trial whose worker died is run again at most this often
-_HEARTBEAT_ATTR = "cnnzoo:heartbeat"
-_SPACE_ATTR = "cnnzoo:space"
-_SURPLUS_ATTR = "surplus"
+SURPLUS_ATTR = "surplus"
+_RECORD_WAIT = 10.0  # seconds a joining process waits for the creator to store the record
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,7 @@ class TuneSettings:
     base: tuple[str, ...]  # --set overrides applied to every trial
     space_path: str
     out: Path
-    storage: str  # an Optuna URL, or journal:PATH
+    storage: str | None  # an Optuna URL, or journal:PATH; None: sqlite in OUT
     study: str
     trials: int  # finished trials the study ends with (the total, not an increment)
     workers: int
@@ -59,81 +71,53 @@ class TuneSettings:
     data_root: str | None
     device: str | None
 
-
-class _JournalHeartbeat(optuna.storages.JournalStorage, BaseHeartbeat):
-    """Optuna's journal file with the heartbeat its RDB storage has: the time of each
-    trial's last beat is a system attribute, and a running trial whose beat is older
-    than the grace period is stale (clocks of machines sharing the file must agree)."""
-
-    def __init__(self, path: str, interval: int) -> None:
-        super().__init__(optuna.storages.journal.JournalFileBackend(path))
-        self.interval = interval
-        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        limit = time.time() - 3 * self.interval
-        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        return [t._trial_id for t in running
-                if t.system_attrs.get(_HEARTBEAT_ATTR, t.datetime_start.timestamp()) < limit]
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.interval
-
-    def get_heartbeat_stale_trial_callback(self) -> Any:
-        return self.retry
-
-
-def default_storage(out: Path) -> str:
-    return f"sqlite:///{(out / 'study.db').resolve()}"
-
-
-def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
-    """The storage `url` names, with heartbeats and the retry of failed trials."""
-    # Heartbeats and the retry callback are marked experimental; they are why we use them.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if url.startswith("journal:"):
-        path = url.removeprefix("journal:")
-        Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
-        return _JournalHeartbeat(path, heartbeat)
-    # SQLite serialises writers; several workers wait for the lock instead of failing.
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-            grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
-    except (ImportError, ValueError) as exc:
-        raise CnnzooError(f"--storage {url}: {exc}") from None
+    @property
+    def url(self) -> str:
+        return self.storage if self.storage is not None else default_storage(self.out)
 
 
 def open_study(settings: TuneSettings, space: SearchSpace) -> optuna.Study:
-    """Create the study, or load it when it exists and was started with the same space."""
-    storage = open_storage(settings.storage, settings.heartbeat)
+    """Create the study, or join it when it exists with the same config and space."""
+    storage = open_storage(settings.url, settings.heartbeat)
     sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, space.trials // 3)))
     pruner: optuna.pruners.BasePruner = (
         optuna.pruners.MedianPruner(n_startup_trials=space.startup_trials,
                                     n_warmup_steps=space.warmup_epochs)
         if space.prune else optuna.pruners.NopPruner())
-    study = optuna.create_study(storage=storage, study_name=settings.study, sampler=sampler,
-                                pruner=pruner, direction=space.direction, load_if_exists=True)
-    identity = f"{settings.config}\n{settings.base}\n{space.text}"
-    digest = hashlib.sha256(identity.encode()).hexdigest()
-    stored = study.user_attrs.get(_SPACE_ATTR)
+    direction = StudyDirection[space.direction.upper()]
+    try:
+        storage.create_new_study([direction], settings.study)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        created = False  # another process (or an earlier run) made it: join it
+    study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler,
+                              pruner=pruner)
+    ours = StudyRecord(load_config(settings.config, list(settings.base)).to_yaml(), space.text)
+    stored = None if created else _wait_for_record(study)
     if stored is None:
-        study.set_user_attr(_SPACE_ATTR, digest)
-    elif stored != digest:
+        write_record(study, ours)
+    elif stored != ours:
+        what = "space" if stored.config_text == ours.config_text else "config (or --set)"
         raise ConfigError(
-            f"study '{settings.study}' in {settings.storage} was started with another config "
-            f"or space", source=space.source,
-            fix="run with the same --config, --set and --space to continue it, or give a new "
-            "--study name")
-    if study.direction.name.lower() != space.direction:
+            f"study '{settings.study}' in {settings.url} was started with another {what}",
+            source=space.source,
+            fix="give every process the same --config, --set and --space to share the study, "
+            "or a new --study name")
+    if study.direction != direction:
         raise ConfigError(f"study '{settings.study}' {study.direction.name.lower()}s, but the "
                           f"space asks for {space.objective}", source=space.source)
     return study
+
+
+def _wait_for_record(study: optuna.Study) -> StudyRecord | None:
+    """The record its creator stores right after creating the study; a study that has
+    trials but no record was made without one (None: this process adopts it)."""
+    deadline = time.monotonic() + _RECORD_WAIT
+    while (record := read_record(study)) is None and time.monotonic() < deadline:
+        if study.get_trials(deepcopy=False):
+            return None
+        time.sleep(0.2)
+    return record
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
@@ -141,7 +125,8 @@ def counts(study: optuna.Study) -> tuple[int, int]:
     the next worker to ask gets."""
     trials = study.get_trials(deepcopy=False)
     finished = sum(t.state in FINISHED for t in trials)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
+    running = sum(t.state == TrialState.RUNNING and not t.user_attrs.get(SURPLUS_ATTR)
+                  for t in trials)
     return finished, running
 
 
@@ -180,7 +165,6 @@ class Objective:
         from cnnzoo.training.stopping import Diverged
         from cnnzoo.training.trainer import fit
 
-        self._check_needed(trial)
         overrides = [override(p.key, p.suggest(trial)) for p in self.space.params]
         try:
             config = load_config(self.settings.config, [*self.settings.base, *overrides])
@@ -211,16 +195,6 @@ class Objective:
         assert pruning.last is not None  # validate_space made sure there is a val split
         return pruning.last
 
-    def _check_needed(self, trial: optuna.Trial) -> None:
-        """Refuse a trial asked for when the trials before it already fill the study:
-        two workers may ask for the last place at the same moment."""
-        before = [t for t in trial.study.get_trials(deepcopy=False)
-                  if t.number < trial.number and (t.state in FINISHED or (
-                      t.state == TrialState.RUNNING and not t.user_attrs.get(_SURPLUS_ATTR)))]
-        if len(before) >= self.settings.trials:
-            trial.set_user_attr(_SURPLUS_ATTR, True)
-            raise TrialRefused(f"trial {trial.number} is not needed: the study is full")
-
     @staticmethod
     def _note(trial: optuna.Trial, epochs: int, started: float, stopped: str | None) -> None:
         trial.set_user_attr("epochs", epochs)
@@ -242,8 +216,59 @@ class _StopFlag:
         self.signum = signum
 
 
+def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], trials: int,
+               storage: str, heartbeat: int, stop: Callable[[], bool] = lambda: False,
+               poll_seconds: float = 1.0) -> bool:
+    """Run trials of `study` until it has `trials` finished ones (True) or `stop` says so.
+
+    Any number of processes may run this on one study: the checks before each ask and
+    after each trial keep the finished trials to exactly `trials`."""
+    guarded = _Guarded(objective, trials, heartbeat if is_journal(storage) else None)
+    while not stop():
+        fail_stale_trials(study, storage, heartbeat)
+        finished, running = counts(study)
+        if finished >= trials:
+            return True
+        if finished + running >= trials:
+            # Not done until those finish, and one of them may belong to a dead worker:
+            # wait, so that its retry is picked up here once its heartbeat is stale.
+            time.sleep(poll_seconds)
+            continue
+        study.optimize(guarded, n_trials=1, catch=(TrialRefused,), gc_after_trial=True)
+    return False
+
+
+class _Guarded:
+    """The objective behind the check that the study still needs the trial, with the
+    journal's heartbeat around it (Optuna beats for an RDB storage itself)."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], float], trials: int,
+                 beat_every: int | None) -> None:
+        self.objective = objective
+        self.trials = trials
+        self.beat_every = beat_every
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self._check_needed(trial)
+        if self.beat_every is None:
+            return self.objective(trial)
+        with beating(trial, self.beat_every):
+            return self.objective(trial)
+
+    def _check_needed(self, trial: optuna.Trial) -> None:
+        """Refuse a trial when the trials numbered before it already fill the study: two
+        workers may ask for the last place at the same moment, and the later one yields."""
+        before = [t for t in trial.study.get_trials(deepcopy=False)
+                  if t.number < trial.number and (t.state in FINISHED or (
+                      t.state == TrialState.RUNNING and not t.user_attrs.get(SURPLUS_ATTR)))]
+        if len(before) >= self.trials:
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise TrialRefused(f"trial {trial.number} is not needed: the study is full")
+
+
 def run_worker(settings: TuneSettings, poll_seconds: float = 1.0) -> int:
-    """Run trials until the study has `settings.trials` finished ones; the exit code."""
+    """Run trials until the study has `settings.trials` finished ones; the signal that
+    stopped the worker, or 0."""
     import torch
 
     from cnnzoo.training.stopping import Interrupted
@@ -254,54 +279,74 @@ def run_worker(settings: TuneSettings, poll_seconds: float = 1.0) -> int:
     stop = _StopFlag()
     space = load_space(settings.space_path)
     study = open_study(settings, space)
-    objective = Objective(settings, space)
-    while not stop.signum:
-        optuna.storages.fail_stale_trials(study)
-        finished, running = counts(study)
-        if finished >= settings.trials:
-            return 0
-        if finished + running >= settings.trials:
-            # Not done until those finish, and one of them may belong to a dead worker:
-            # wait, so that its retry is picked up here.
-            time.sleep(poll_seconds)
-            continue
-        try:
-            study.optimize(objective, n_trials=1, catch=(TrialRefused,), gc_after_trial=True)
-        except Interrupted:
-            return 128 + signal.SIGINT
-    return 128 + stop.signum
-
-
-def _worker_main(settings: TuneSettings) -> None:
-    """A worker process: user errors are one line on stderr and exit code 2."""
     try:
-        code = run_worker(settings)
+        run_trials(study, Objective(settings, space), settings.trials, settings.url,
+                   settings.heartbeat, stop=lambda: bool(stop.signum), poll_seconds=poll_seconds)
+    except Interrupted:
+        return signal.SIGINT
+    return stop.signum
+
+
+def _worker_main(settings: TuneSettings, errors: Any) -> None:
+    """A worker process: a user error goes to the parent, which raises it."""
+    try:
+        code = 128 + signum if (signum := run_worker(settings)) else 0
     except CnnzooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
+        errors.put(str(exc))
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no atexit work from the parent's modules in a spawned child
 
 
 def tune(settings: TuneSettings, show_progress: bool = True) -> optuna.Study:
-    """Validate the space, run the study with `settings.workers` processes, report."""
+    """Validate the space, run the study with `settings.workers` processes, report.
+
+    Nothing is created before the storage URL, the space, the config and --out are
+    known to be good; a storage outside OUT is opened before OUT is made."""
+    if settings.storage is not None:
+        check_storage(settings.storage)
     space = load_space(settings.space_path)
     validate_space(space, settings.config, list(settings.base))
     settings = replace(settings, trials=settings.trials or space.trials)
-    settings.out.mkdir(parents=True, exist_ok=True)
+    check_writable(settings.out, "--out", folder=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar says what INFO would
+    if settings.storage is None:
+        settings.out.mkdir(parents=True, exist_ok=True)
     study = open_study(settings, space)
+    settings.out.mkdir(parents=True, exist_ok=True)
     interrupted = _run_workers(settings, study, show_progress)
     from cnnzoo.tune.report import write_report
 
-    write_report(study, settings, space)
+    write_report(study, settings.out)
     if interrupted:
         # The trials the workers were training are recorded as failed; the resumed study
         # runs others in their place.
         print(f"stopped; the study is intact. Run the same command again to continue it "
-              f"(study '{settings.study}' in {settings.storage})", file=sys.stderr)
+              f"(study '{settings.study}' in {settings.url})", file=sys.stderr)
         raise KeyboardInterrupt
+    return study
+
+
+def report(storage: str, study_name: str | None, out: Path) -> optuna.Study:
+    """`tune --report`: trials.csv, best.yaml and the pictures of a study, from its storage
+    alone (any machine that reaches it; the trials' run directories may be elsewhere)."""
+    check_storage(storage, existing=True)
+    check_writable(out, "--out", folder=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    handle = open_storage(storage, heartbeat=60)
+    names = optuna.get_all_study_names(storage=handle)
+    if study_name is None and len(names) == 1:
+        study_name = names[0]
+    if study_name not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise CnnzooError(f"no study named '{study_name}' in {storage} (studies there: "
+                          f"{known}); give --study NAME")
+    study = optuna.load_study(study_name=study_name, storage=handle)
+    out.mkdir(parents=True, exist_ok=True)
+    from cnnzoo.tune.report import write_report
+
+    write_report(study, out, storage)
     return study
 
 
@@ -312,7 +357,8 @@ def _run_workers(settings: TuneSettings, study: optuna.Study, show_progress: boo
     from tqdm import tqdm
 
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker_main, args=(settings,), name=f"tune-{i}")
+    errors = context.SimpleQueue()
+    workers = [context.Process(target=_worker_main, args=(settings, errors), name=f"tune-{i}")
                for i in range(settings.workers)]
     stopping = []
     previous = {sig: signal.signal(sig, lambda s, f: stopping.append(s))
@@ -339,6 +385,8 @@ def _run_workers(settings: TuneSettings, study: optuna.Study, show_progress: boo
         bar.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not errors.empty():
+        raise CnnzooError(errors.get())  # every worker meets the same error: one says it
     failed = [w for w in workers if w.exitcode not in (0, None)]
     if failed and not stopping:
         codes = ", ".join(f"{w.name}: {w.exitcode}" for w in failed)
