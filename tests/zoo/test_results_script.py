@@ -222,3 +222,23 @@ def test_zoo_results_reuse_takes_a_finished_run_of_the_same_config_only(script, 
     argv += ["--set", "train.optimizer.lr=0.5"]
     assert script.run.main(argv) == 1
     assert len(calls) == 1
+
+
+def test_branched_nets_are_compared_per_parameter(script):
+    base = {"epochs": 3.1, "adapted": [], "train_seconds": 300.0, "wall_seconds": 420.0,
+            "date": "2026-12-06", "machine": "AMD EPYC", "command": "cnnzoo train",
+            "train_images": 54_000, "test_images": 10_000}
+    records = {"inception-mini": {**base, "params": 95_954, "macs": 8_560_848,
+                                  "test_accuracy": 0.9038},
+               "densenet-mini": {**base, "params": 65_458, "macs": 7_800_000,
+                                 "test_accuracy": 0.8900}}
+    machine = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.14.1", "python": "3.11", "cnnzoo": "0"}
+    text = script.report.render_markdown(records, [], {}, machine, "none", "python x", None)
+    section = text.split("## Parallel paths")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    # 89.00 points / 0.65458 hundred-thousand params = 136.0; 90.38 / 0.95954 = 94.2
+    assert rows == ["| `densenet-mini` | 65,458 | 7,800,000 | 89.00% | 3.1 | 136.0 |",
+                    "| `inception-mini` | 95,954 | 8,560,848 | 90.38% | 3.1 | 94.2 |"]
+    assert "Best per parameter: `densenet-mini`; most accurate: `inception-mini`." in section
+    assert "## Parallel paths" not in script.report.render_markdown(
+        {"lenet5": records["densenet-mini"]}, [], {}, machine, "none", "python x", None)

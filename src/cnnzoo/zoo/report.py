@@ -65,6 +65,35 @@ def _trio_section(records: dict[str, dict[str, Any]], plot: str | None) -> list[
     return lines
 
 
+# The zoo's nets built from parallel paths and channel attention, compared at their size.
+BRANCHED = ("inception-mini", "densenet-mini", "squeezenet-mini", "mobilenet-mini")
+
+
+def _branched_section(records: dict[str, dict[str, Any]]) -> list[str]:
+    present = [name for name in BRANCHED if name in records]
+    if not present:
+        return []
+    lines = [
+        "## Parallel paths and channel attention at about 100,000 parameters", "",
+        "Four classic designs at Fashion-MNIST's size, each trained within a 300 s time "
+        "budget (`train.time_budget`): Inception modules, a DenseNet-BC, SqueezeNet's fire "
+        "modules and MobileNet's inverted residuals with squeeze-and-excitation. Per "
+        "parameter: test accuracy points per 100,000 parameters.", "",
+        "| config | params | mult-adds | test accuracy | epochs | points per 100,000 params |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    per = {name: 1e7 * records[name]["test_accuracy"] / records[name]["params"]
+           for name in present}
+    for name in sorted(present, key=per.__getitem__, reverse=True):
+        r = records[name]
+        lines.append(f"| `{name}` | {r['params']:,} | {r['macs']:,} | "
+                     f"{_pct(r['test_accuracy'])} | {r['epochs']} | {per[name]:.1f} |")
+    best = max(present, key=per.__getitem__)
+    top = max(present, key=lambda n: records[n]["test_accuracy"])
+    lines += ["", f"Best per parameter: `{best}`; most accurate: `{top}`.", ""]
+    return lines
+
+
 def _published_section(records: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "## Next to the published Fashion-MNIST results", "",
@@ -160,6 +189,7 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
     else:
         lines += ["Nothing has been measured yet.", ""]
     lines += _trio_section(records, plot)
+    lines += _branched_section(records)
     lines += _published_section(records)
     if skipped:
         lines += ["## Not measured in this run", ""]
