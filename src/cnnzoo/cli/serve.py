@@ -57,10 +57,17 @@ def serve(
     """Serve a trained network over HTTP with dynamic batching: POST /predict (one
     image), POST /predict/batch (multipart files); GET /health, /labels, /metadata.
     SIGTERM answers the requests in flight, then exits 0."""
-    from cnnzoo.serve.app import ServeOptions
-    from cnnzoo.serve.server import serve as run_server
+    from cnnzoo.errors import CnnzooError
 
     check_device(device)
+    try:
+        from cnnzoo.serve.app import ServeOptions
+        from cnnzoo.serve.server import serve as run_server
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in ("starlette", "uvicorn", "multipart", "python_multipart"):
+            raise
+        raise CnnzooError(f"cnnzoo serve needs {missing}: pip install 'cnnzoo[lab]'") from None
     options = ServeOptions(source=source, pretrained=pretrained, backend=backend.value,
                            device=device, top=top, max_batch=max_batch, max_wait_ms=max_wait_ms,
                            max_queue=max_queue, max_bytes=max_bytes, threads=threads)
