@@ -110,6 +110,22 @@ def test_an_output_in_a_read_only_folder_is_refused_and_leaves_nothing(tmp_path,
         locked.chmod(0o755)
 
 
+@pytest.mark.slow
+def test_train_in_a_read_only_folder_without_out_is_refused_before_the_data(tmp_path, work):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = _without_write_override(["train", "-c", work / "small.yaml", "--data-root",
+                                          tmp_path / "no-data-here", "-q"], locked)
+        assert result.code == USER_ERROR and result.err.count("\n") == 1
+        assert result.err.startswith("error: --out runs/small-")  # not "dataset not found"
+        assert "no permission to create files in ." in result.err
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
 @pytest.mark.parametrize("command", ["export", "viz to a picture", "filter", "schema"])
 def test_a_file_where_a_folder_should_be_is_refused(tmp_path, cli, work, command):
     blocker = write(tmp_path / "afile", "not a folder\n")

@@ -88,6 +88,11 @@ def train(
         if code:
             raise typer.Exit(code)
         return
+    if resume is None and out is None:  # runs/NAME-TIME: refused before the data loads
+        from cnnzoo.runs.rundir import default_run_dir
+        from cnnzoo.utils.files import check_writable
+
+        check_writable(default_run_dir(cfg.name), folder=True)
     fit(cfg, out=out, data_root=data_root, device=device, resume=resume, show_progress=not quiet,
         init_from=init_from)
 
