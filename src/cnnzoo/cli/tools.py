@@ -95,8 +95,8 @@ def eval_(
 def _eval_seeds(source: str, split: str, data_root: str | None, device: str,
                 tta: TtaMode | None, predictions: Path | None, as_json: bool) -> None:
     """`eval PARENT`: every seed's run, then the mean and sd over the seeds."""
-    from cnnzoo.runs.seeds import mean_sd_text, statistics
     from cnnzoo.tools.evaluate import evaluate_seeds, predictions_file, write_eval_predictions
+    from cnnzoo.utils.spread import mean_sd_text, statistics
 
     evaluated, classes = evaluate_seeds(Path(source), split, data_root, device,
                                         None if tta is None else tta.value)

@@ -6,13 +6,11 @@
     PARENT/seeds-summary.json  mean, sd, min and max of the seeds' test accuracy and time
     PARENT/seeds-summary.txt   the same, to read
 
-The standard deviation is the sample one (n - 1 in the denominator): the seeds are a
-sample of the seeds one could have drawn.
+The standard deviation is the sample one (cnnzoo.utils.spread).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from cnnzoo.errors import CheckpointError, CnnzooError
 from cnnzoo.runs import rundir
 from cnnzoo.utils.files import atomic_write_text
+from cnnzoo.utils.spread import mean_sd_text, statistics
 
 SEEDS = "seeds.json"
 SEED_CONFIG = "config.yaml"
@@ -120,14 +119,6 @@ def finished_runs(parent: SeedParent) -> list[Path]:
     return parent.runs
 
 
-def statistics(values: list[float]) -> dict[str, float | None]:
-    """Mean, sample standard deviation (None for one value), min and max."""
-    n = len(values)
-    mean = math.fsum(values) / n
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"mean": mean, "sd": sd, "min": min(values), "max": max(values)}
-
-
 def summarize_seeds(parent: SeedParent) -> dict[str, Any]:
     """The finished seeds' results and their statistics."""
     runs = []
@@ -153,13 +144,6 @@ def format_seed_summary(summary: dict[str, Any]) -> str:
     table = format_table(("seed", "test acc", "train time", "wall time"), rows,
                          {"test acc", "train time", "wall time"})
     return f"{summary['name']}: {len(summary['runs'])} seeds, {mean_sd_text(acc)}\n\n{table}\n"
-
-
-def mean_sd_text(stats: dict[str, float | None]) -> str:
-    """'91.20% +- 0.15' (points), or the one value."""
-    if stats["sd"] is None:
-        return f"{stats['mean']:.2%}"
-    return f"{stats['mean']:.2%} +- {100 * stats['sd']:.2f}"
 
 
 def write_seed_summary(parent: SeedParent) -> dict[str, Any]:

@@ -12,15 +12,10 @@ from typing import Any
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.runs import rundir
-from cnnzoo.runs.seeds import (
-    is_seed_parent,
-    mean_sd_text,
-    open_seed_parent,
-    statistics,
-    summarize_seeds,
-)
+from cnnzoo.runs.seeds import is_seed_parent, open_seed_parent, summarize_seeds
 from cnnzoo.tools.paired import Verdicts, compare_to_best, p_text, verdict_lines
 from cnnzoo.utils.format import format_seconds
+from cnnzoo.utils.spread import mean_sd_text, statistics
 
 _GLOB_CHARACTERS = set("*?[")
 

@@ -4,6 +4,10 @@ The accuracy comes from `results.json` next to the configs, which
 `scripts/zoo_results.py` writes from real training runs; a config without a
 measurement says so. A measurement whose parameters or mult-adds no longer match
 the config (the config changed since) is shown as stale, not as the config's.
+
+A record may carry `seeds`, one entry per seed ({"seed", "test_accuracy",
+"train_seconds", "wall_seconds"}, as `train --seeds` summarises them); with two or
+more, the zoo shows the seeds' mean +- sd. Records without it stay valid.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cnnzoo.utils.spread import mean_sd_text, statistics
 
 FULL_TRAIN_IMAGES = 54_000  # Fashion-MNIST's 60,000 less the 10% held out for validation
 
@@ -59,6 +65,25 @@ def zoo_entries(directory: Path | None = None) -> list[ZooEntry]:
     return entries
 
 
+def seed_spread(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The mean, sd, min and max of a record's seeds' test accuracy and their count, or
+    None where it has fewer than two seeds (or none that read as numbers)."""
+    seeds = (record or {}).get("seeds")
+    if not isinstance(seeds, list):
+        return None
+    values = [s.get("test_accuracy") for s in seeds if isinstance(s, dict)]
+    if len(values) < 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  for v in values):
+        return None
+    return {**statistics([float(v) for v in values]), "count": len(values)}
+
+
+def accuracy_text(record: dict[str, Any]) -> str:
+    """'91.20% +- 0.15' over a record's seeds, or its one test accuracy."""
+    spread = seed_spread(record)
+    return mean_sd_text(spread) if spread else f"{float(record['test_accuracy']):.2%}"
+
+
 def measured_text(entry: ZooEntry) -> tuple[str, str]:
     """(accuracy, what it was measured on) for the table."""
     record = entry.measured
@@ -70,12 +95,15 @@ def measured_text(entry: ZooEntry) -> tuple[str, str]:
     detail = str(record.get("dataset", "?")) + (" (adapted)" if record.get("adapted") else "")
     if epochs:
         detail += f", {epochs} epoch" + ("s" if epochs != 1 else "")
+    spread = seed_spread(record)
+    if spread:
+        detail += f", {spread['count']} seeds"
     train_images = record.get("train_images")
     if train_images is not None and train_images < FULL_TRAIN_IMAGES:
         detail += f", {train_images:,} training images"
     if record.get("date"):
         detail += f", {record['date']}"
-    return f"{float(record['test_accuracy']):.2%}", detail
+    return accuracy_text(record), detail
 
 
 def format_zoo(entries: list[ZooEntry]) -> str:
@@ -95,6 +123,7 @@ def zoo_json(entries: list[ZooEntry]) -> list[dict[str, Any]]:
     return [
         {"name": e.name, "path": str(e.path), "dataset": e.dataset, "input": e.input,
          "params": e.params, "macs": e.macs, "test_accuracy": e.accuracy,
+         "seed_statistics": None if e.stale else seed_spread(e.measured),
          "measured": e.measured, "stale": e.stale, "pretrained": pretrained_record(e)}
         for e in entries
     ]

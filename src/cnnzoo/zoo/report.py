@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.utils.format import format_seconds
+from cnnzoo.zoo.catalog import accuracy_text, seed_spread
 from cnnzoo.zoo.measure import BENCHMARK_URL, PUBLISHED, TRIO, machine_text
 
 
@@ -17,6 +18,20 @@ def _pct(value: float | None) -> str:
 def _images(record: dict[str, Any]) -> str:
     train, test = record.get("train_images"), record.get("test_images")
     return "-" if train is None or test is None else f"{train:,} / {test:,}"
+
+
+def _seeds_accuracy(record: dict[str, Any]) -> str:
+    """The table's test accuracy: mean +- sd (points) over the record's seeds, or its one
+    number."""
+    spread = seed_spread(record)
+    if spread is None:
+        return _pct(record["test_accuracy"])
+    return f"{accuracy_text(record)} ({spread['count']} seeds)"
+
+
+def _sd(record: dict[str, Any]) -> float | None:
+    spread = seed_spread(record)
+    return spread["sd"] if spread else record.get("test_accuracy_sd")
 
 
 def _accuracy(records: dict[str, dict[str, Any]], name: str) -> float | None:
@@ -180,7 +195,7 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
             note = " (adapted)" if r["adapted"] else ""
             lines.append(
                 f"| `{name}`{note} | {r['params']:,} | {r['macs']:,} | "
-                f"{_pct(r['test_accuracy'])} | {r['epochs']} | {_images(r)} | "
+                f"{_seeds_accuracy(r)} | {r['epochs']} | {_images(r)} | "
                 f"{format_seconds(r['train_seconds'])} | {format_seconds(r['wall_seconds'])} | "
                 f"{r['date']} | {r['machine']} |")
         lines += ["", "Commands:", ""]
@@ -204,7 +219,7 @@ def record_points(records: dict[str, dict[str, Any]]) -> list:
     from cnnzoo.utils import pictures
 
     points = [pictures.Point(name, int(r["params"]), float(r["test_accuracy"]), name in TRIO,
-                             accuracy_sd=r.get("test_accuracy_sd"), limited=_cut_short(name, r))
+                             accuracy_sd=_sd(r), limited=_cut_short(name, r))
               for name, r in sorted(records.items())]
     points += [pictures.Point(f"published: {item.model.split(',')[0].split(' (')[0]}", item.params,
                               item.accuracy, reference=True) for item in PUBLISHED]
