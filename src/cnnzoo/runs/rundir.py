@@ -273,17 +273,21 @@ class Training:
     """A run that another live process is training into."""
 
     path: Path
-    epoch: int  # the epoch under way, from 1
+    done: int  # epochs finished (in metrics.csv)
     epochs: int  # the config's train.epochs
     pid: int | None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch under way, from 1 (the last one while the run is being tested)."""
+        return min(self.done + 1, self.epochs)
 
     def short(self) -> str:
         return f"still training (epoch {self.epoch}/{self.epochs})"
 
     def line(self) -> str:
         by = f", process {self.pid}" if self.pid is not None else ""
-        last = (f"the checkpoint after epoch {self.epoch - 1}" if self.epoch > 1
-                else "no finished epoch yet")
+        last = f"the checkpoint after epoch {self.done}" if self.done else "no finished epoch yet"
         return (f"{self.path} is still training (epoch {self.epoch}/{self.epochs}{by}): what "
                 f"is read is {last}, not the finished run")
 
@@ -299,7 +303,7 @@ def still_training(run: Run) -> Training | None:
                     if row.get("split") == "train"})
     except CheckpointError:
         done = 0
-    return Training(run.path, done + 1, run.config.train.epochs, pid if pid > 0 else None)
+    return Training(run.path, done, run.config.train.epochs, pid if pid > 0 else None)
 
 
 def warn_if_training(run: Run) -> None:
