@@ -20,6 +20,7 @@ event loop only moves bytes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -104,7 +105,8 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
             raise Refused(415, "POST /predict/batch takes multipart/form-data, one file part "
                           f"per image. Received: {_content_type(request) or 'no content type'}")
         files = await _files(request, options, options.max_files)
-        items = [await _decode(name, data, state["predictor"]) for name, data in files]
+        items = await asyncio.gather(*(_decode(name, data, state["predictor"])
+                                       for name, data in files))
         readable = [item for item in items if not isinstance(item, Prediction)]
         answers = iter(await _submit(state["batcher"], readable) if readable else ())
         return JSONResponse([(item if isinstance(item, Prediction) else next(answers)).as_dict()
