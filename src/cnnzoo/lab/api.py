@@ -13,7 +13,8 @@
 
 Errors are {"error": {"message", "line"?}}: 422 for a config (with the CLI's line)
 or an unreadable image, 404 for a missing run or config, 409 for a run that is live
-or cannot do what was asked, 413 for a body over its cap, 400 for the rest.
+or cannot do what was asked (no weights yet, a damaged file), 413 for a body over its
+cap, 400 for the rest.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ MAX_PLAN_BODY = 2 * MAX_BYTES
 MAX_RUN_BODY = 8 * MAX_BYTES  # the YAML inside JSON, each byte escaped at worst
 MAX_TOP = 100
 STATUS_OF = ((ConfigError, 422), (DataError, 422), (RunNotFound, 404), (RunBusy, 409),
-             (RunConflict, 409))
+             (RunConflict, 409), (CheckpointError, 409))
 
 
 class Refused(Exception):

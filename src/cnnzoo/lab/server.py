@@ -35,10 +35,14 @@ class Lab:
         """A run's (or a bundled config's pretrained) network, loaded once and reloaded
         when its weights change."""
         from cnnzoo.runs import rundir
-        from cnnzoo.tools.predictor import Predictor
+        from cnnzoo.tools.predict.predictor import Predictor
 
         if run is not None:
             path = self.runs.run_dir(run)
+            if not (path.is_dir() and rundir.holds_run(path)):
+                from cnnzoo.lab.runs import RunNotFound
+
+                raise RunNotFound(f"no run named {run!r} under {self.runs.root}")
             weights = path / rundir.WEIGHTS
             key = ("run", str(path), weights.stat().st_mtime_ns if weights.exists() else 0)
             make = lambda: Predictor(path, top=1)  # noqa: E731
