@@ -120,7 +120,7 @@ class Predictor:
         if backend == "onnxruntime":
             self.network = open_onnx(self.run, module)
         self.params = sum(p.numel() for p in module.parameters())
-        self.forward_passes = 0  # batches run through the network, for the server's counters
+        self.weights_sha256 = weights_digest(self.run)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -135,7 +135,7 @@ class Predictor:
             "normalization": {"normalize": config.data.normalize, "mean": self.run.info["mean"],
                               "std": self.run.info["std"]},
             "classes": len(self.classes), "answers": self.kind, "tta": config.train.tta,
-            "params": self.params, "weights_sha256": weights_digest(self.run),
+            "params": self.params, "weights_sha256": self.weights_sha256,
             "backend": self.backend, "cnnzoo": __version__,
         }
 
@@ -145,7 +145,6 @@ class Predictor:
             batch = self.transform.normalize(pixels.to(self.device))
             logits = predict_logits(self.network, batch, self.run.config.train.tta,
                                     self.transform.neg_shift).float().cpu()
-        self.forward_passes += 1
         return logits.softmax(1) if self.kind == "probability" else logits
 
     def answer(self, names: list[str], pixels: list[np.ndarray | None],
