@@ -218,6 +218,10 @@ BAD = {
     "a path that is no list": (
         "- branches:\n    paths:\n      - conv: 4",
         "model.layers[1] (branches).paths[0] at line 6: a path is a list of layers", "brackets"),
+    "an input layer inside a path": (
+        "- branches:\n    paths:\n      - []\n      - [input: {width: 8, height: 8, depth: 3}]",
+        "model.layers[1] (branches).paths[1][0] (input) at line 7: input must be the first "
+        "layer of the model", "every path starts from the branch's input"),
     "a layer inside a path": (
         "- branches:\n    paths:\n      - []\n      - [relu, {conv: {filters: 2, kernel: 9}}]",
         "model.layers[1] (branches).paths[1][1] (conv) at line 7: kernel 9x9 is larger than "

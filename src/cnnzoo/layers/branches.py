@@ -98,6 +98,16 @@ class BranchesSpec(LayerSpec):
         "add: sum them (the volumes must match)",
     )
 
+    def check(self, where: Where) -> None:
+        for j, path in enumerate(self.paths):
+            for k, spec in enumerate(path):
+                if spec.is_input:
+                    at = path_where(where, j)
+                    raise Where(f"{at.label}[{k}] (input)", (*at.path, k, "input")).error(
+                        "input must be the first layer of the model, not a layer of a path",
+                        fix="remove it: every path starts from the branch's input",
+                    )
+
     def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         paths = tuple(
             context.plan_child(PathSpec(layers=path, number=j), inp, path_where(where, j), j)
