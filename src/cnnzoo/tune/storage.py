@@ -181,7 +181,9 @@ def fail_stale_trials(study: optuna.Study, url: str, heartbeat: int) -> list[int
     """Fail the running trials whose worker stopped beating and enqueue each again; the
     numbers of the trials failed here (on an RDB storage Optuna does it and says none)."""
     if not is_journal(url):
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return []
     limit = time.time() - GRACE_BEATS * heartbeat
     retry = RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)

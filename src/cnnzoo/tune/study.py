@@ -20,6 +20,7 @@ waits while trials are still running, so that a dead worker's trial is retried.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from cnnzoo.config.experiment import load_config, rename
 from cnnzoo.errors import CnnzooError, ConfigError
@@ -162,6 +163,14 @@ class Objective:
         self.space = space
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._train(trial)
+        finally:
+            # A trained network and its data go before the next trial is built (a full
+            # collection takes a moment, which the storage's load tests leave out).
+            gc.collect()
+
+    def _train(self, trial: optuna.Trial) -> float:
         from cnnzoo.training.stopping import Diverged
         from cnnzoo.training.trainer import fit
 
@@ -234,7 +243,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             # wait, so that its retry is picked up here once its heartbeat is stale.
             time.sleep(poll_seconds)
             continue
-        study.optimize(guarded, n_trials=1, catch=(TrialRefused,), gc_after_trial=True)
+        study.optimize(guarded, n_trials=1, catch=(TrialRefused,))
     return False
 
 
@@ -258,12 +267,20 @@ class _Guarded:
     def _check_needed(self, trial: optuna.Trial) -> None:
         """Refuse a trial when the trials numbered before it already fill the study: two
         workers may ask for the last place at the same moment, and the later one yields."""
-        before = [t for t in trial.study.get_trials(deepcopy=False)
-                  if t.number < trial.number and (t.state in FINISHED or (
-                      t.state == TrialState.RUNNING and not t.user_attrs.get(SURPLUS_ATTR)))]
-        if len(before) >= self.trials:
+        earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+        if not is_needed(earlier, self.trials):
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise TrialRefused(f"trial {trial.number} is not needed: the study is full")
+
+
+def is_needed(earlier: list[FrozenTrial], trials: int) -> bool:
+    """Whether a trial may train, given the trials numbered before it: those that finished,
+    that are training (not refused themselves) or that wait to be retried each hold a
+    place. A retry enqueued just before a new trial was made waits with a lower number:
+    counting it keeps the two from both finishing past `trials`."""
+    held = sum(t.state in FINISHED or t.state == TrialState.WAITING or (
+        t.state == TrialState.RUNNING and not t.user_attrs.get(SURPLUS_ATTR)) for t in earlier)
+    return held < trials
 
 
 def run_worker(settings: TuneSettings, poll_seconds: float = 1.0) -> int:
