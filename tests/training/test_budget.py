@@ -107,6 +107,20 @@ def test_a_fast_machine_stops_at_the_configured_epochs() -> None:
     assert budget.replans[0].total < 400 and budget.total == STEPS_PER_EPOCH * EPOCHS
 
 
+def test_a_run_is_stretched_only_while_a_quarter_is_left() -> None:
+    """Twice as fast for the last 99 of 1,499 planned steps: 5 s of the budget go unused
+    rather than a stretch of a few steps at the end."""
+    budget, seconds, _ = simulate(150.0, lambda step: 0.1 if step < 1400 else 0.05)
+    assert budget.replans == [Replan(SKIPPED_STEPS + TIMED_STEPS, 1499)]
+    assert seconds == pytest.approx(140.0 + 99 * 0.05)
+
+
+def test_a_budget_spent_by_the_first_plan_stops_there() -> None:
+    budget, _, _ = simulate(2.0, lambda step: 0.1)
+    assert budget.total == SKIPPED_STEPS + TIMED_STEPS
+    assert "spent by the first 25 steps" in (StepBudget(2.0, 100, 10).adopt(25, 25) or "")
+
+
 @pytest.mark.parametrize("scheduler", [
     SchedulerConfig(name="onecycle"), SchedulerConfig(name="cosine", warmup_epochs=2.0),
     SchedulerConfig(name="cosine", min_lr=0.01),

@@ -9,7 +9,8 @@ often towards the end), the
 time spent plus the steps left at the recent speed (and the epoch ends left at the
 last one's cost) is set against the budget. A forecast more than `TOLERANCE` past it
 re-fits the number of steps to what fits; one more than `TOLERANCE` short of it
-stretches the run again, never past the configured epochs.
+stretches the run again while a quarter of it is left, never past the configured
+epochs.
 
 The schedule follows through a `Timeline`: a re-plan maps the steps left onto what
 was left of the schedule, so it keeps its shape, compressed or stretched, and goes
@@ -178,9 +179,11 @@ class StepBudget:
         self.marks.append((step, self.last[1] - self.ends_seconds))
         expected = self.forecast(step, elapsed, per_step, self.total)
         fits = self.total
+        # A run that turns out faster is stretched while a quarter of it is left: near
+        # the end a stretch would gain a step or two and redraw the schedule for them.
+        stretch = self.total < self.max_steps and (self.total - step) * 4 >= self.total
         if self.total > step and (expected > self.seconds * (1 + TOLERANCE)
-                                  or (expected < self.seconds * (1 - TOLERANCE)
-                                      and self.total < self.max_steps)):
+                                  or (expected < self.seconds * (1 - TOLERANCE) and stretch)):
             for _ in range(2):  # the epoch ends left depend on the total itself
                 reserve = self.forecast(step, 0.0, 0.0, fits)
                 fits = steps_within(self.seconds - reserve, elapsed, step, per_step,
@@ -206,6 +209,9 @@ class StepBudget:
         self.replans.append(replan)
         self.timeline.add(replan)
         self.total = total
+        if first and total <= step:
+            return (f"time budget {self.seconds:g}s: spent by the first {step} steps "
+                    f"({self.reason}); training stops there")
         if first:
             return (f"time budget {self.seconds:g}s: {total} of {self.max_steps} steps "
                     f"({epochs:.2f} epochs) fit at the measured speed; the schedule is "
