@@ -54,6 +54,12 @@ def tune(
         bool, typer.Option("--report", help="run nothing: write trials.csv, best.yaml and the "
                            "pictures of the study in --storage into --out")
     ] = False,
+    confirm: Annotated[
+        int | None, typer.Option("--confirm", min=2, help="run no search: train the study's "
+                                 "best and runner-up trials again with K seeds each (in "
+                                 "OUT/confirm/) and say whether the best is better beyond "
+                                 "the seeds' noise (Welch's t-test, pooled McNemar)")
+    ] = None,
 ) -> None:
     """Search hyperparameters with Optuna (TPE, median pruning): each trial is a run in
     OUT/trials/; the same command again continues the study. A space file:
@@ -71,6 +77,10 @@ def tune(
     from cnnzoo.tune.study import report as report_study
     from cnnzoo.tune.study import tune as run_tune
 
+    if confirm is not None:
+        _confirm(config, overrides or [], storage, study, out, confirm, data_root, device,
+                 quiet)
+        return
     if report:
         if out is None:
             raise CnnzooError("tune --report needs --out DIR, the folder for the report")
@@ -89,3 +99,22 @@ def tune(
         workers=workers, threads=max(1, (cores or 1) // workers), heartbeat=heartbeat,
         data_root=data_root, device=device,
     ), show_progress=not quiet)
+
+
+def _confirm(config: str | None, overrides: list[str], storage: str | None,
+             study: str | None, out: Path | None, seeds: int, data_root: str | None,
+             device: str | None, quiet: bool) -> None:
+    """`tune --confirm K` on the study in --storage (default: OUT's sqlite file)."""
+    from cnnzoo.config.experiment import load_config
+    from cnnzoo.tune.confirm import confirm
+
+    name = study or (load_config(config, overrides).name if config else None)
+    if name is None:
+        raise CnnzooError("tune --confirm needs --study NAME (or --config, whose name the "
+                          "study has by default)")
+    out = out if out is not None else Path("tune") / name
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    if storage is None and not (out / "study.db").is_file():
+        raise CnnzooError(f"no study in {out} (no study.db); give --out or --storage")
+    result = confirm(url, name, out, seeds, data_root, device, show_progress=not quiet)
+    print("\n".join(result.lines()))
