@@ -44,6 +44,17 @@ def test_a_malformed_storage_is_one_line_and_leaves_nothing(tmp_path, cli, stora
     assert not out.exists()  # checked before anything is created
 
 
+def test_a_password_in_the_storage_url_is_never_printed(tmp_path, cli):
+    # Port 1 on this machine: nothing listens, so the connection is refused at once.
+    for storage in ("nosuchdb://user:s3cret@host/db", "postgresql://user:s3cret@127.0.0.1:1/db"):
+        result = cli("tune", "-c", tiny(tmp_path), "--space", space_file(tmp_path),
+                     "--storage", storage, "--out", tmp_path / "study", "-q")
+        assert result.code == 2 and result.err.count("\n") == 1, result.err
+        assert "s3cret" not in result.err and "user:***@" in result.err
+    assert "cannot open the database" in result.err  # the server that is not there
+    assert not (tmp_path / "study").exists()
+
+
 def test_an_unwritable_out_is_one_line_and_leaves_nothing(tmp_path, cli):
     afile = tmp_path / "afile"
     afile.write_text("mine")

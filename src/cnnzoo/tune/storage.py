@@ -5,11 +5,12 @@
     journal:PATH         Optuna's journal file, for one machine or a shared file system
 
 `check_storage` looks at a URL before anything is created; `open_storage` connects with
-a bounded pool and Optuna's RDB heartbeat. The journal has no heartbeat in Optuna's
-public API, so it gets one here from public calls: a running trial's worker writes the
-time into a user attribute every interval (`beating`), and `fail_stale_trials` fails a
-trial whose time is older than the grace period and enqueues its parameters again with
-Optuna's own retry callback, as the RDB storage does.
+a bounded pool and Optuna's RDB heartbeat, and retries when another process was
+creating Optuna's tables in the same database at the same moment. The journal has no
+heartbeat in Optuna's public API, so it gets one here from public calls: a running
+trial's worker writes the time into a user attribute every interval (`beating`), and
+`fail_stale_trials` fails a trial whose time is older than the grace period and
+enqueues its parameters again with Optuna's own retry callback, as the RDB storage does.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def check_storage(url: str, option: str = "--storage", *, existing: bool = False
     try:
         parsed.get_dialect().import_dbapi()
     except Exception as exc:  # sqlalchemy's NoSuchModuleError, or the driver's ImportError
-        raise CnnzooError(f"{option} {url}: no database driver for "
+        raise CnnzooError(f"{option} {shown(url)}: no database driver for "
                           f"'{parsed.drivername}' ({exc}); PostgreSQL's comes with "
                           "pip install 'cnnzoo[tune]'") from None
 
@@ -100,25 +101,39 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
         lock = optuna.storages.journal.JournalFileOpenLock(path, grace_period=30)
         return optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(path, lock_obj=lock))
-    for attempt in range(_CREATE_TRIES):
+    attempt = 0
+    while True:
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat,
                 grace_period=GRACE_BEATS * heartbeat,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
         except (ImportError, ValueError) as exc:
-            raise CnnzooError(f"--storage {url}: {exc}") from None
+            raise CnnzooError(f"--storage {shown(url)}: {exc}") from None
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
-            if attempt + 1 == _CREATE_TRIES or not _lost_creation_race(exc):
-                raise CnnzooError(f"--storage {url}: cannot open the database: "
+            attempt += 1
+            if attempt == _CREATE_TRIES or not _lost_creation_race(exc):
+                raise CnnzooError(f"--storage {shown(url)}: cannot open the database: "
                                   f"{_first_line(exc)}") from None
             # Two machines started at once and both created Optuna's tables; the other
             # one won (PostgreSQL: a duplicate key in pg_type_typname_nsp_index, or the
             # relation exists). The next try finds the tables made.
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.2 * attempt)
+
+
+def shown(url: str) -> str:
+    """`url` for messages: a password in it is replaced by ***."""
+    if url.startswith("journal:"):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from cnnzoo.tune.storage import (
     fail_stale_trials,
     is_journal,
     open_storage,
+    shown,
 )
 from cnnzoo.utils.files import check_writable
 
@@ -100,7 +101,8 @@ def open_study(settings: TuneSettings, space: SearchSpace) -> optuna.Study:
     elif stored != ours:
         what = "space" if stored.config_text == ours.config_text else "config (or --set)"
         raise ConfigError(
-            f"study '{settings.study}' in {settings.url} was started with another {what}",
+            f"study '{settings.study}' in {shown(settings.url)} was started with another "
+            f"{what}",
             source=space.source,
             fix="give every process the same --config, --set and --space to share the study, "
             "or a new --study name")
@@ -340,7 +342,7 @@ def tune(settings: TuneSettings, show_progress: bool = True) -> optuna.Study:
         # The trials the workers were training are recorded as failed; the resumed study
         # runs others in their place.
         print(f"stopped; the study is intact. Run the same command again to continue it "
-              f"(study '{settings.study}' in {settings.url})", file=sys.stderr)
+              f"(study '{settings.study}' in {shown(settings.url)})", file=sys.stderr)
         raise KeyboardInterrupt
     return study
 
@@ -357,13 +359,13 @@ def report(storage: str, study_name: str | None, out: Path) -> optuna.Study:
         study_name = names[0]
     if study_name not in names:
         known = ", ".join(sorted(names)) or "none"
-        raise CnnzooError(f"no study named '{study_name}' in {storage} (studies there: "
+        raise CnnzooError(f"no study named '{study_name}' in {shown(storage)} (studies there: "
                           f"{known}); give --study NAME")
     study = optuna.load_study(study_name=study_name, storage=handle)
     out.mkdir(parents=True, exist_ok=True)
     from cnnzoo.tune.report import write_report
 
-    write_report(study, out, storage)
+    write_report(study, out, shown(storage))
     return study
 
 
