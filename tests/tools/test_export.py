@@ -52,6 +52,7 @@ CASES: dict[str, str] = {
     "fc": "- fc: {units: 8, activation: relu}",
     "pool-max": "- pool: {kind: max, size: 3, stride: 2, padding: 1}",
     "pool-avg": "- pool: {kind: avg, size: 2}",
+    "pool-ceil": "- pool: {kind: max, size: 3, stride: 2, ceil: true}",
     "global_pool-avg": f"{CONV}\n- global_pool: {{kind: avg}}",
     "global_pool-max": f"{CONV}\n- global_pool: {{kind: max}}",
     "freq_filter-matmul": "- freq_filter: {kind: bandpass, low: 0.1, high: 0.3, impl: matmul}",
