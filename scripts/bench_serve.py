@@ -10,8 +10,9 @@ For each config, with Fashion-MNIST test images as PNG bodies of POST /predict:
   /metadata counters);
 - the same against the server started with --max-batch 1;
 - latency: requests sent at half the saturated rate on a fixed schedule (open loop, so
-  a slow answer cannot hold back the next request), timed from when each was due: p50
-  and p99, against the target of 3 x the batch-1 forward time + --max-wait-ms;
+  a slow answer cannot hold back the next request), each on a new connection, timed
+  from when it was due: p50 and p99, against the target of 3 x the batch-1 forward
+  time + --max-wait-ms;
 - the ceiling: the bare network's images/s (normalisation, forward pass, softmax, as
   the batcher runs it, without HTTP or decoding) at the batch sizes the server formed,
   measured in this process after the servers stopped; and the saturated rate's share
@@ -137,7 +138,6 @@ def latencies(server: Server, bodies: list[bytes], rate: float, seconds: float,
     measured: list[float] = []
 
     def sender() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         while True:
             with lock:
                 k = next_index[0]
@@ -146,13 +146,16 @@ def latencies(server: Server, bodies: list[bytes], rate: float, seconds: float,
                 break
             due = start + k / rate
             time.sleep(max(0.0, due - time.monotonic()))
+            # A connection of its own per request: at a low rate a kept-alive one can
+            # outlive the server's keep-alive timeout between two requests.
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
             connection.request("POST", "/predict", body=bodies[k % len(bodies)],
                                headers={"Content-Type": "image/png"})
             response = connection.getresponse()
             response.read()
+            connection.close()
             with lock:
                 measured.append(time.monotonic() - due)
-        connection.close()
 
     threads = [threading.Thread(target=sender) for _ in range(senders)]
     for thread in threads:
