@@ -2,8 +2,9 @@
 
 The network is loaded here first, so that a wrong SOURCE is one message and exit code
 2 before any socket opens, and an ONNX file is exported once rather than by every
-worker at the same time. SIGTERM (and Ctrl-C) make uvicorn stop accepting
-connections, answer the requests in flight, then stop: a drained server exits 0.
+worker at the same time. SIGTERM makes uvicorn stop accepting connections, answer
+the requests in flight, then stop: a drained server exits 0 (Ctrl-C drains too, and
+ends as an interrupted command, 130).
 """
 
 from __future__ import annotations
