@@ -35,6 +35,7 @@ from cnnzoo.data.pipeline import FolderSplit, Split
 from cnnzoo.errors import CnnzooError, ConfigError
 from cnnzoo.layers.shapes import Volume
 from cnnzoo.runs.checkpoint import load_state, load_weights
+from cnnzoo.runs.predictions import read_predictions
 from cnnzoo.training.distributed import Distributed, check_nproc, threads_per_process
 from cnnzoo.training.trainer import fit
 from tests.helpers.common import FASHION_DIR, run_process, write
@@ -219,8 +220,9 @@ def test_two_processes_train_like_one(tmp_path, data_root, cli):
             show_progress=False)
 
     two = tmp_path / "two"
+    # Batches of 32 share the 200 test images out as 7 batches, 4 and 3 a process.
     result = run_process("train", "-c", config, "--data-root", data_root, "-o", two,
-                         "--nproc", "2", cwd=tmp_path)
+                         "--nproc", "2", "--set", "train.eval_batch_size=32", cwd=tmp_path)
     assert result.code == 0, result.err
     assert "x 2 processes" in result.out
     assert result.out.count("epoch 1/1") == 1  # only rank 0 reports
@@ -233,12 +235,19 @@ def test_two_processes_train_like_one(tmp_path, data_root, cli):
     assert results["processes"] == 2 and results["steps"] == STEPS
     # The test split was shared out between the processes and summed back: every image
     # counted once, as a single-process evaluation of the same weights counts them.
-    alone = cli("eval", two, "--json", "--data-root", data_root)
+    alone = cli("eval", two, "--json", "--data-root", data_root, "--predictions",
+                tmp_path / "alone.npz")
     assert alone.code == 0, alone.err
     evaluated = json.loads(alone.out)
     assert results["test_samples"] == evaluated["samples"] == 200
     assert results["test_accuracy"] == evaluated["accuracy"]
     assert results["test_loss"] == pytest.approx(evaluated["loss"], rel=1e-5)
+    # The per-image predictions came back from the two shares in the split's order.
+    kept = read_predictions(two / "predictions.npz")
+    alone_kept = read_predictions(tmp_path / "alone.npz")
+    assert np.array_equal(kept.labels, alone_kept.labels) and len(kept) == 200
+    assert np.array_equal(kept.predicted, alone_kept.predicted)
+    assert np.array_equal(kept.top_scores, alone_kept.top_scores)
 
 
 @needs_proc
