@@ -19,6 +19,7 @@ cap, 400 for the rest.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -139,13 +140,22 @@ async def plan(request: Request) -> Response:
 
 
 async def configs(request: Request) -> Response:
+    from cnnzoo.config.bundled import RESULTS_FILE, bundled_configs, bundled_dir
+
+    # Planning every bundled config takes a few hundred ms: once per version of the files.
+    directory = bundled_dir()
+    files = [*bundled_configs().values(), *([directory / RESULTS_FILE] if directory else [])]
+    key = tuple((str(p), p.stat().st_mtime_ns) for p in files if p.exists())
+    return JSONResponse(await run_in_threadpool(_config_rows, key))
+
+
+@functools.lru_cache(maxsize=1)
+def _config_rows(key: tuple) -> list[dict[str, Any]]:
     from cnnzoo.zoo.catalog import zoo_entries
 
-    entries = await run_in_threadpool(zoo_entries)
-    return JSONResponse([{"name": e.name, "dataset": e.dataset, "params": e.params,
-                          "macs": e.macs, "test_accuracy": e.accuracy,
-                          "pretrained": bool((e.measured or {}).get("pretrained"))}
-                         for e in entries])
+    return [{"name": e.name, "dataset": e.dataset, "params": e.params, "macs": e.macs,
+             "test_accuracy": e.accuracy, "pretrained": bool((e.measured or {}).get("pretrained"))}
+            for e in zoo_entries()]
 
 
 async def config_text(request: Request) -> Response:

@@ -45,15 +45,15 @@ class FileWatch:
 
 
 async def run_events(manager: RunManager, name: str) -> AsyncIterator[bytes]:
-    """The events of run `name` until it ends; a run that has ended gives its rows and
-    its `end` at once."""
+    """The events of run `name` until it ends (or the lab does); a run that has ended
+    gives its rows and its `end` at once."""
     path = manager.run_dir(name)
     metrics = FileWatch(path / rundir.METRICS)
     progress = FileWatch(manager.lab_dir(name) / PROGRESS)
     sent_rows = 0
     last_progress: dict[str, Any] | None = None
     last_sent = time.monotonic()
-    while True:
+    while not manager.closing.is_set():
         status, message = manager.status(name)
         if metrics.changed():
             rows = _rows(path)

@@ -63,6 +63,7 @@ class RunManager:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.trainings: dict[str, Training] = {}
+        self.closing = threading.Event()  # set when the lab ends: event streams close
         self._starting = threading.Lock()  # picks a run's name and starts it as one step
 
     def run_dir(self, name: str) -> Path:

@@ -120,9 +120,18 @@ def serve(app: Starlette, host: str, port: int, on_ready: Any = None) -> None:
                 on_ready()
 
         server.startup = started  # type: ignore[method-assign]
+    handle_exit = server.handle_exit
+
+    def closing(sig: int, frame: Any) -> None:
+        app.state.runs.closing.set()  # the event streams end, so shutting down waits for none
+        handle_exit(sig, frame)
+
+    server.handle_exit = closing  # type: ignore[method-assign]
     check_port(host, port)
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn raises Ctrl-C again once it has shut down: the lab's normal end
     except SystemExit:  # uvicorn's answer to a port taken between the check and now
         raise CnnzooError(f"cannot listen on {host}:{port}; choose another --port") from None
     finally:

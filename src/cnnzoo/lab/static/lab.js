@@ -65,7 +65,7 @@ function createEditor(words) {
       CM.EditorView.updateListener.of((update) => {
         if (!update.docChanged) return;
         clearTimeout(timer);
-        timer = setTimeout(plan, 250);
+        timer = setTimeout(() => { if (getText() !== lab.planned) plan(); }, 250);
       }),
     ],
   });
@@ -89,6 +89,7 @@ function pinLine(line) {
 
 async function plan() {
   const seq = ++lab.planSeq;
+  lab.planned = getText();
   const name = lab.configName ? `&name=${encodeURIComponent(lab.configName)}` : "";
   let document_, error = null;
   try {
@@ -478,10 +479,14 @@ async function start() {
   $("stop").addEventListener("click", stop);
   $("resume").addEventListener("click", resume);
   wireImage();
-  await Promise.all([loadConfigs(), loadRuns()]);
+  await loadConfigs();
+  await loadRuns();
   drawCurves();
   window.cnnzooLab.ready = true;
 }
 
 window.cnnzooLab = { getText, setText, plan, watch, loadRuns, selectRun, state: lab, ready: false };
-start().catch((e) => { $("progress").textContent = `the lab could not start: ${e.message}`; });
+start().catch((e) => {
+  $("progress").textContent = `the lab could not start: ${e.message}`;
+  console.error(e);
+});
