@@ -183,7 +183,10 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
         f"- Budget: {budget}",
         "- `adapted`: a config written for another 10-class dataset, trained here on "
         "Fashion-MNIST made to fit its input (CIFAR-10's 32x32x3: zero-padded by 2 and "
-        "repeated over 3 channels).", "",
+        "repeated over 3 channels).",
+        "- Each row is one seed unless it gives the seeds' mean +- sd; whether two numbers "
+        "differ beyond noise: [comparing.md](comparing.md) (`cnnzoo train --seeds`, "
+        "`cnnzoo compare`).", "",
     ]
     shown = [n for n in order if n in records] + sorted(n for n in records if n not in order)
     if shown:
