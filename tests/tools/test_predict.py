@@ -155,7 +155,7 @@ def test_the_inputs_are_streamed_not_collected(images, workers):
     answers.close()
     assert [a.image for a in first] == [str(files[i % len(files)]) for i in range(10)]
     assert all(a.ok for a in first)
-    ahead = 2 * 4 if workers == 0 else (2 * workers + 2) * 4  # batches of 4
+    ahead = 2 * 4 if workers == 0 else (4 * workers + 2) * 4  # batches of 4
     assert pulled <= 12 + ahead
 
 

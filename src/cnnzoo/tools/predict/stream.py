@@ -2,8 +2,8 @@
 
 The paths stream from `inputs` in batches; worker processes read and decode the
 images (the same reader and limits as everywhere, data/images.py) a few batches ahead
-of the network (and this process one more, when it would otherwise wait), and the
-answers go to `outputs` as they come. At most `2 x workers + 1` batches are held, so a
+of the network (and this process too, whenever it would otherwise wait), and the
+answers go to `outputs` as they come. At most `4 x workers + 1` batches are held, so a
 list of a million paths costs the memory of a few batches. An unreadable image is
 answered with its error and the rest predicted; the command fails at the end, naming
 the first few.
@@ -79,8 +79,9 @@ def stream_predictions(predictor: Predictor, paths: Iterable[Path], batch_size: 
 def _pipeline(predictor: Predictor, pool: Any, workers: int, chunks: Iterator[list[str]],
               top: int | None) -> Iterator[Prediction]:
     """Keep `2 x workers` batches decoding in the pool and answer them in order. While
-    the next batch is not decoded yet, this process decodes one more itself rather than
-    wait: with a small network it is mostly waiting, and then it adds a decoder."""
+    the next batch is not decoded yet, this process decodes the following ones itself
+    rather than wait: with a small network it is mostly waiting, and then it adds a
+    decoder."""
     volume = predictor_volume(predictor)
     pending: deque = deque()  # (names, AsyncResult or decoded), in input order
     in_pool = 0
@@ -100,7 +101,7 @@ def _pipeline(predictor: Predictor, pool: Any, workers: int, chunks: Iterator[li
             in_pool -= not isinstance(job, list)
             yield from _answer(predictor, names, job if isinstance(job, list) else job.get(),
                                top)
-        elif not exhausted and len(pending) <= 2 * workers:
+        elif not exhausted and len(pending) <= 4 * workers:  # bounded, still
             chunk = next(chunks, None)
             exhausted = chunk is None
             if chunk is not None:
