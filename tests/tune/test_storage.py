@@ -6,6 +6,7 @@ trials asked for without lock or connection errors."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,14 @@ def test_a_report_needs_a_study_that_exists(tmp_path, cli):
                   "--out", out)
     assert missing.code == 2 and "there is no study file" in missing.err
     assert not (tmp_path / "none.db").exists() and not out.exists()
+    other = tmp_path / "other.db"  # a SQLite file of something else: left as it was
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE mine (a)")
+    before = other.read_bytes()
+    foreign_file = cli("tune", "--report", "--storage", f"sqlite:///{other}", "--out", out)
+    assert foreign_file.code == 2 and foreign_file.err.count("\n") == 1, foreign_file.err
+    assert "no such table" in foreign_file.err and "Traceback" not in foreign_file.err
+    assert other.read_bytes() == before and not out.exists()
     storage = f"sqlite:///{tmp_path / 'two.db'}"
     for name in ("one", "two"):
         optuna.create_study(storage=storage, study_name=name)

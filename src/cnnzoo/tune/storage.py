@@ -89,8 +89,9 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / 'study.db').resolve()}"
 
 
-def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
-    """The storage `url` names, with heartbeats and the retry of trials whose worker died."""
+def open_storage(url: str, heartbeat: int, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """The storage `url` names, with heartbeats and the retry of trials whose worker died;
+    without `create`, an RDB's tables are not made where they are missing."""
     # Heartbeats and the retry callback are marked experimental; they are why we use them.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith("journal:"):
@@ -107,11 +108,12 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat,
                 grace_period=GRACE_BEATS * heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES),
+                skip_table_creation=not create)
         except (ImportError, ValueError) as exc:
             raise CnnzooError(f"--storage {shown(url)}: {exc}") from None
         except Exception as exc:
-            if not _is_database_error(exc):
+            if not is_database_error(exc):
                 raise
             attempt += 1
             if attempt == _CREATE_TRIES or not _lost_creation_race(exc):
@@ -147,15 +149,19 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
             "pool_timeout": 120}
 
 
-def _is_database_error(exc: BaseException) -> bool:
+def is_database_error(exc: BaseException) -> bool:
+    """An error of the database or its driver (Optuna wraps some in its own)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    return isinstance(exc, SQLAlchemyError)
+    return isinstance(exc, (SQLAlchemyError, optuna.exceptions.StorageInternalError))
 
 
 def _lost_creation_race(exc: BaseException) -> bool:
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+    while exc.__cause__ is not None and not isinstance(
+            exc, (IntegrityError, OperationalError, ProgrammingError)):
+        exc = exc.__cause__
     if isinstance(exc, IntegrityError):
         return True
     return isinstance(exc, (ProgrammingError, OperationalError)) and (
@@ -163,8 +169,11 @@ def _lost_creation_race(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    """The driver's own words: the innermost cause, first line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_journal(url: str) -> bool:

@@ -45,6 +45,7 @@ from cnnzoo.tune.storage import (
     check_storage,
     default_storage,
     fail_stale_trials,
+    is_database_error,
     is_journal,
     open_storage,
     shown,
@@ -353,8 +354,14 @@ def report(storage: str, study_name: str | None, out: Path) -> optuna.Study:
     check_storage(storage, existing=True)
     check_writable(out, "--out", folder=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    handle = open_storage(storage, heartbeat=60)
-    names = optuna.get_all_study_names(storage=handle)
+    handle = open_storage(storage, heartbeat=60, create=False)
+    try:
+        names = optuna.get_all_study_names(storage=handle)
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise
+        raise CnnzooError(f"--storage {shown(storage)} holds no Optuna study (no study tables "
+                          "there); give the storage the study was run with") from None
     if study_name is None and len(names) == 1:
         study_name = names[0]
     if study_name not in names:
