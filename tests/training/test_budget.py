@@ -115,10 +115,18 @@ def test_a_run_is_stretched_only_while_a_quarter_is_left() -> None:
     assert seconds == pytest.approx(140.0 + 99 * 0.05)
 
 
-def test_a_budget_spent_by_the_first_plan_stops_there() -> None:
-    budget, _, _ = simulate(2.0, lambda step: 0.1)
+def test_a_budget_spent_before_the_first_plan_stops_at_once() -> None:
+    """2 s at 0.1 s a step: past 2% over after 21 steps, before the plan (25 steps)."""
+    budget, seconds, _ = simulate(2.0, lambda step: 0.1)
+    assert budget.total == 21 and seconds == pytest.approx(2.1)
+    assert budget.replans == [Replan(21, 21)]
+    # the first plan alone (as before re-planning) only acts after its 25 steps
+    budget, _, _ = simulate(2.0, lambda step: 0.1, replan=False)
     assert budget.total == SKIPPED_STEPS + TIMED_STEPS
     assert "spent by the first 25 steps" in (StepBudget(2.0, 100, 10).adopt(25, 25) or "")
+    # several processes check at the same steps only: the plan's
+    several = StepBudget(2.0, 100, 10, solo=False)
+    assert not any(several.after_step(step, step * 0.1) for step in range(1, 25))
 
 
 @pytest.mark.parametrize("scheduler", [

@@ -99,8 +99,10 @@ class StepBudget:
     what fits `seconds` of training at the speed measured as the run goes."""
 
     def __init__(self, seconds: float | None, max_steps: int, steps_per_epoch: int,
-                 replan: bool = True) -> None:
+                 replan: bool = True, solo: bool = True) -> None:
         self.seconds = seconds
+        # One process: a check may fall on any step (several must agree on the steps).
+        self.solo = solo
         self.max_steps = max_steps
         self.steps_per_epoch = steps_per_epoch
         self.replan = replan  # False: the first plan only, kept however the speed changes
@@ -140,6 +142,9 @@ class StepBudget:
         self.last = (step, elapsed)
         if step - self.first == SKIPPED_STEPS:
             self.marks.append((step, elapsed - self.ends_seconds))
+        if (self.solo and self.replan and step < self.total
+                and elapsed > self.seconds * (1 + TOLERANCE)):
+            return True  # past the budget, even before the first plan: stop here
         if not self.marks or step - self.marks[0][0] < TIMED_STEPS:
             return False
         if step % self.steps_per_epoch == 0 or step >= self.total:
@@ -161,10 +166,12 @@ class StepBudget:
         return bool(self.marks) and step - self.marks[0][0] >= TIMED_STEPS
 
     def seconds_per_step(self, step: int) -> float:
-        """The recent speed: since the latest mark at least TIMED_STEPS steps back."""
+        """The recent speed: since the latest mark at least TIMED_STEPS steps back (or,
+        stopping before there is one, since this process began)."""
         now = self.last[1] - self.ends_seconds
-        start, then = next(m for m in reversed(self.marks) if step - m[0] >= TIMED_STEPS)
-        return (now - then) / (step - start)
+        start, then = next((m for m in reversed(self.marks) if step - m[0] >= TIMED_STEPS),
+                           (self.first or 0, 0.0))
+        return (now - then) / max(1, step - start)
 
     def forecast(self, step: int, elapsed: float, per_step: float, total: int) -> float:
         """Seconds of the loop when `total` steps are done, at `per_step` a step."""
@@ -174,7 +181,7 @@ class StepBudget:
     def propose(self, step: int, elapsed: float) -> int:
         """The total this process would plan now: the plan as it stands while its
         forecast is within TOLERANCE of the budget, else the steps that fit."""
-        assert self.seconds is not None and self.marks, "propose() after a due check"
+        assert self.seconds is not None, "propose() after a due check"
         per_step = self.seconds_per_step(step)
         self.marks.append((step, self.last[1] - self.ends_seconds))
         expected = self.forecast(step, elapsed, per_step, self.total)

@@ -244,7 +244,8 @@ class Trainer:
         optimizer = create_optimizer(model, train)
         self.steps_per_epoch = self.data.train.steps_per_epoch(train.batch_size)
         self.budget = StepBudget(train.time_budget, self.steps_per_epoch * train.epochs,
-                                 self.steps_per_epoch, train.time_budget_replan)
+                                 self.steps_per_epoch, train.time_budget_replan,
+                                 solo=not dist.active)
         self.scheduler = create_scheduler(optimizer, train, self.steps_per_epoch,
                                           lambda step: self.budget.timeline(step))
         self.metrics_log = rundir.CsvLog(out / rundir.METRICS, rundir.METRIC_FIELDS)
