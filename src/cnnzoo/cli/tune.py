@@ -10,6 +10,13 @@ import typer
 from cnnzoo.cli.options import SetOption, complete_config
 from cnnzoo.errors import CnnzooError
 
+ConfirmOption = Annotated[
+    int | None, typer.Option("--confirm", min=2, help="run no search: train the study's best "
+                             "and runner-up trials again with K seeds each (in OUT/confirm/) "
+                             "and say whether the best is better beyond the seeds' noise "
+                             "(Welch's t-test, pooled McNemar)")
+]
+
 
 def tune(
     config: Annotated[
@@ -50,16 +57,9 @@ def tune(
                           "life; a trial silent for 3x this is failed and run again")
     ] = 10,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
-    report: Annotated[
-        bool, typer.Option("--report", help="run nothing: write trials.csv, best.yaml and the "
-                           "pictures of the study in --storage into --out")
-    ] = False,
-    confirm: Annotated[
-        int | None, typer.Option("--confirm", min=2, help="run no search: train the study's "
-                                 "best and runner-up trials again with K seeds each (in "
-                                 "OUT/confirm/) and say whether the best is better beyond "
-                                 "the seeds' noise (Welch's t-test, pooled McNemar)")
-    ] = None,
+    report: Annotated[bool, typer.Option("--report", help="run nothing: write trials.csv, "
+                      "best.yaml and the pictures of the study in --storage into --out")] = False,
+    confirm: ConfirmOption = None,
 ) -> None:
     """Search hyperparameters with Optuna (TPE, median pruning): each trial is a run in
     OUT/trials/; the same command again continues the study. A space file:
@@ -78,9 +78,7 @@ def tune(
     from cnnzoo.tune.study import tune as run_tune
 
     if confirm is not None:
-        _confirm(config, overrides or [], storage, study, out, confirm, data_root, device,
-                 quiet)
-        return
+        return _confirm(config, overrides, storage, study, out, confirm, data_root, device, quiet)
     if report:
         if out is None:
             raise CnnzooError("tune --report needs --out DIR, the folder for the report")
@@ -101,14 +99,14 @@ def tune(
     ), show_progress=not quiet)
 
 
-def _confirm(config: str | None, overrides: list[str], storage: str | None,
+def _confirm(config: str | None, overrides: list[str] | None, storage: str | None,
              study: str | None, out: Path | None, seeds: int, data_root: str | None,
              device: str | None, quiet: bool) -> None:
     """`tune --confirm K` on the study in --storage (default: OUT's sqlite file)."""
     from cnnzoo.config.experiment import load_config
     from cnnzoo.tune.confirm import confirm
 
-    name = study or (load_config(config, overrides).name if config else None)
+    name = study or (load_config(config, overrides or []).name if config else None)
     if name is None:
         raise CnnzooError("tune --confirm needs --study NAME (or --config, whose name the "
                           "study has by default)")
