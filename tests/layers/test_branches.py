@@ -270,3 +270,16 @@ def test_a_tune_space_reaches_into_a_path():
     bad = parse_space(f"space:\n  {key.replace('[3]', '[9]')}: [16]\n", "space.yaml")
     with pytest.raises(cnnzoo.ConfigError, match=r"paths\.1\.9 does not exist|does not exist"):
         validate_space(bad, "inception-mini", [])
+
+
+def test_the_printed_network_and_the_json_summary_name_each_path():
+    from cnnzoo.model.summary import summary_dict
+
+    model = network(INCEPTION)
+    text = repr(model)
+    assert "  - branches:" in text and "      - path 3 (identity):" in text
+    assert "          - conv: {filters: 5, padding: same}" in text
+    branch = summary_dict(model.plan)["layers"][1]
+    assert [c["type"] for c in branch["children"]] == ["path"] * 4
+    assert branch["children"][1]["children"][2]["where"] == (
+        "model.layers[1] (branches).paths[1][1] (conv)")
