@@ -123,7 +123,7 @@ def test_a_run_without_predictions_is_named_with_the_fix(trained, cli, tmp_path)
     b = make_run(trained, tmp_path / "b", right_on(800))
     (b / PREDICTIONS).unlink()
     refused = compare_json(cli, a, b)["paired"]["refused"]
-    assert f"cnnzoo eval {b} --predictions" in refused["b"]
+    assert f"cnnzoo eval {b} --predictions {b / PREDICTIONS}" in refused["b"]
 
 
 def test_seed_groups_use_welch_over_seeds_and_pool_mcnemar(trained, cli, tmp_path):

@@ -47,10 +47,11 @@ def load_outcomes(runs: tuple[Path, ...]) -> Outcomes:
     """The predictions of a run, or of each run of a seed group, on one test set."""
     kept = []
     for run in runs:
-        try:
-            kept.append(read_predictions(run / PREDICTIONS))
-        except CnnzooError as exc:
-            raise CnnzooError(f"{exc}".replace("RUN", str(run))) from None
+        if not (run / PREDICTIONS).is_file():
+            raise CnnzooError(f"{run} has no per-image predictions (runs trained before "
+                              f"they were kept); write them with: cnnzoo eval {run} "
+                              f"--predictions {run / PREDICTIONS}")
+        kept.append(read_predictions(run / PREDICTIONS))
     first = kept[0]
     for other, run in zip(kept[1:], runs[1:], strict=True):
         if other.dataset != first.dataset or not np.array_equal(other.labels, first.labels):
