@@ -138,3 +138,5 @@ def test_a_parent_is_resumed_alone_and_not_trained_into(tmp_path, cli):
     assert both.code == 2 and "resume it with --resume alone" in both.err
     into = cli("train", "-c", config, "--seeds", "2", "-o", parent)
     assert into.code == 2 and "already exists and is not empty" in into.err
+    single = cli("train", "--resume", tmp_path, "--seeds", "2")  # not a parent
+    assert single.code == 2 and "--seeds starts new runs; --resume continues" in single.err

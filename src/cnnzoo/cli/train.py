@@ -103,10 +103,13 @@ def _train_seeds(seeds: str | None, config: str | None, overrides: list[str],
     """`train --seeds` and `train --resume PARENT`: the seeds one after the other, each
     in `nproc` processes where asked."""
     from cnnzoo.config.experiment import load_config
-    from cnnzoo.runs.seeds import parse_seeds
+    from cnnzoo.runs.seeds import is_seed_parent, parse_seeds
     from cnnzoo.training.seeds import fit_seeds, resume_seeds, start_seeds
     from cnnzoo.training.trainer import fit
 
+    if resume is not None and not is_seed_parent(resume):
+        raise CnnzooError("--seeds starts new runs; --resume continues the run in "
+                          f"{resume}: give one of them")
     if resume is not None:
         if seeds is not None or config is not None:
             raise CnnzooError(f"{resume} holds runs of several seeds: resume it with --resume "
