@@ -102,7 +102,11 @@ def write_outputs(options: Options, records: dict[str, dict[str, Any]], configs:
     plot = plot_records(records, results_path.parent / zoo_measure.PLOT)
     budget_text = (f"{format_seconds(budget)} of estimated training time per config; epochs "
                    "are capped to fit" if budget else "none; every config trains its own epochs")
-    invocation = shlex.join([".venv/bin/python", "scripts/zoo_results.py", *options.argv])
+    # The runs folder of this machine means nothing to a reader: the header shows the
+    # default place, runs/zoo, so that the command can be pasted.
+    argv = ["runs/zoo" if before == "--runs" else word
+            for before, word in zip(["", *options.argv], options.argv, strict=False)]
+    invocation = shlex.join([".venv/bin/python", "scripts/zoo_results.py", *argv])
     markdown = render_markdown(records, list(configs), skipped, machine, budget_text, invocation,
                                plot.name if plot else None)
     atomic_write_text(results_path, markdown)
