@@ -186,6 +186,9 @@ def test_each_bad_input_is_a_4xx_and_the_next_request_is_answered(images):
             assert words in answer[2]["error"], (name, answer)
             assert server.predict(good)[0] == 200, name
         assert server.upload("/predict/batch", [])[0] == 400
+        assert server.upload("/predict", [("big.png", bytes(5000))])[0] == 413
+        assert streamed(server.port, [bytes(1500)] * 4)[0] == 413  # no Content-Length
+        assert server.predict(good)[0] == 200
         assert server.predict(good, "multipart/form-data; boundary=x")[0] == 400
         assert server.request("POST", "/predict/batch", good, "image/png")[0] == 415
         assert server.request("GET", "/predict")[0] == 405
@@ -194,6 +197,18 @@ def test_each_bad_input_is_a_4xx_and_the_next_request_is_answered(images):
         mixed = server.upload("/predict/batch", [("a.png", good), ("b.png", b"junk")])
         assert mixed[0] == 200 and "top" in mixed[2][0] and "error" in mixed[2][1]
         assert server.process.poll() is None
+
+
+def streamed(port: int, chunks: list[bytes]) -> tuple[int, dict]:
+    """POST /predict with a chunked body, which declares no length up front."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/predict", body=iter(chunks), encode_chunked=True,
+                           headers={"Content-Type": "image/png"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(images):
