@@ -190,3 +190,17 @@ def test_the_predictor_answers_paths_and_bytes_as_the_cli_does(images, cli):
     assert isinstance(guess, cnnzoo.tools.predict.predictor.Guess) and 0 < guess.value <= 1
     config = cnnzoo.load_config(bundled_configs()["lenet5"])
     assert predictor.metadata["params"] == cnnzoo.plan_experiment(config).total_params
+
+
+def test_the_final_message_names_ten_failures_and_counts_the_rest():
+    from cnnzoo.tools.predict.predictor import Prediction
+    from cnnzoo.tools.predict.stream import Tally
+
+    tally = Tally()
+    for i in range(15):
+        tally.add(Prediction(f"{i}.png", error=f"cannot read image {i}.png: no such file")
+                  if i < 12 else Prediction(f"{i}.png"))
+    message = str(tally.failure())
+    assert message.count("cannot read image") == 10 and "9.png" in message
+    assert "10.png" not in message and "; and 2 more (12 of 15 images could not" in message
+    assert Tally().failure() is None
