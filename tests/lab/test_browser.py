@@ -33,7 +33,7 @@ pytestmark = [
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--window-size=1400,1500"]
-WAIT_S = 120  # a training on 2 busy cores; the waits end as soon as the page shows it
+WAIT_S = 300  # a training on 2 busy cores; the waits end as soon as the page shows it
 
 
 def free_port() -> int:
@@ -100,9 +100,20 @@ def shoot(browser, testid: str | None, name: str, tmp_path: Path) -> None:
     """A screenshot of one part of the page (or all of it), for docs/lab.md."""
     folder = Path(os.environ.get("CNNZOO_LAB_SCREENSHOTS", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
-    target = browser if testid is None else element(browser, testid)
-    target.screenshot(str(folder / f"{name}.png")) if testid else browser.save_screenshot(
-        str(folder / f"{name}.png"))
+    if testid is None:
+        browser.save_screenshot(str(folder / f"{name}.png"))
+        return
+    target = element(browser, testid)
+    browser.execute_script("arguments[0].scrollIntoView()", target)  # else it is cut off
+    target.screenshot(str(folder / f"{name}.png"))
+
+
+def attribute(browser, testid: str, name: str) -> str | None:
+    """An attribute read in one step: the charts are redrawn as points arrive, so a
+    reference to one can go stale between finding it and reading it."""
+    return browser.execute_script(
+        "const e = document.querySelector(`[data-testid=${arguments[0]}]`); "
+        "return e && e.getAttribute(arguments[1])", testid, name)
 
 
 def set_text(browser, text: str) -> None:
@@ -172,8 +183,10 @@ def test_an_error_is_pinned_to_its_line(page, fake_data: Path, tmp_path: Path) -
 
 def train_from_page(page, text: str) -> str:
     set_text(page, text)
+    before = page.execute_script("return window.cnnzooLab.state.watched")
     element(page, "train").click()
-    name = wait_for(page, lambda: page.execute_script("return window.cnnzooLab.state.watched"))
+    name = wait_for(page, lambda: page.execute_script(
+        "const w = window.cnnzooLab.state.watched; return w !== arguments[0] && w", before))
     wait_for(page, lambda: element(page, "progress").get_attribute("data-status") == "finished"
              and name in element(page, "progress").text)
     return name
@@ -181,10 +194,9 @@ def train_from_page(page, text: str) -> str:
 
 def test_training_draws_its_curve(page, fake_data: Path, tmp_path: Path) -> None:
     name = train_from_page(page, tiny_config(fake_data, epochs=3))
-    curve = element(page, "curve-loss")
-    assert int(curve.get_attribute("data-points")) >= 6  # train and val, three epochs
-    assert f"{name} val" in curve.get_attribute("data-lines")
-    assert int(element(page, "curve-accuracy").get_attribute("data-points")) >= 6
+    assert int(attribute(page, "curve-loss", "data-points")) >= 6  # train, val: 3 epochs
+    assert f"{name} val" in attribute(page, "curve-loss", "data-lines")
+    assert int(attribute(page, "curve-accuracy", "data-points")) >= 6
     assert severe(page) == []
     shoot(page, "curves", "curves", tmp_path)
 
@@ -200,14 +212,15 @@ def test_two_selected_runs_overlay(page, fake_data: Path, tmp_path: Path) -> Non
     for k in range(2):  # looked up again: the list is redrawn when a run ends
         wait_for(page, lambda k=k: page.find_elements("css selector", selector)[k]).click()
     runs = page.execute_script("return window.cnnzooLab.state.runs.map(r => r.run)")
-    wait_for(page, lambda: all(f"{run} val" in element(page, "curve-loss")
-                               .get_attribute("data-lines") for run in runs))
+    wait_for(page, lambda: all(f"{run} val" in attribute(page, "curve-loss", "data-lines")
+                               for run in runs))
     diff = element(page, "diff")
     wait_for(page, diff.is_displayed)
     assert "filters: 16" in diff.text and "filters: 8" in diff.text
     assert severe(page) == []
     shoot(page, "curves", "overlay", tmp_path)
     shoot(page, "runs", "runs", tmp_path)
+    shoot(page, "diff", "diff", tmp_path)
 
 
 def test_an_image_gets_its_top_classes(page, tmp_path: Path) -> None:

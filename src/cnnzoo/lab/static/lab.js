@@ -171,7 +171,8 @@ function renderVolumes(doc) {
     const [w, h, d] = layer.output;
     const size = boxSize(w, h, d);
     items.push({ layer, x, size, group });
-    x += size.front + size.side + 12;
+    const label = 5.2 * Math.max(layer.output.join("x").length, layer.type.length);
+    x += Math.max(size.front + size.side, label) + 10;
   };
   for (const layer of doc.layers) {
     if (layer.children && layer.children.length) {
@@ -322,7 +323,7 @@ function drawCurves() {
   for (const chart of lab.charts) chart.destroy();
   lab.charts = [];
   $("curves").innerHTML = "";
-  const width = Math.max(320, Math.floor(($("curves").clientWidth - 12) / 2));
+  const width = Math.max(320, Math.floor(($("curves").clientWidth - 30) / 2));
   for (const [key, title] of [["loss", "loss"], ["accuracy", "accuracy"]]) {
     const lines = [];
     shown.forEach((name, k) => {
@@ -482,6 +483,7 @@ async function start() {
   await loadConfigs();
   await loadRuns();
   drawCurves();
+  window.cnnzooLab.readyAt = performance.now();
   window.cnnzooLab.ready = true;
 }
 
