@@ -90,8 +90,9 @@ def test_a_killed_process_trials_are_retried_by_the_survivor(tmp_path, pg_databa
     space = write(tmp_path / "space.yaml", space_file(tmp_path, 4).read_text().replace(
         "startup_trials: 1", "prune: false"))
     doomed, survivor = tmp_path / "doomed", tmp_path / "survivor"
-    victim = _start(_tune(config, space, url, doomed, "--heartbeat", "1"))
-    other = _start(_tune(config, space, url, survivor, "--heartbeat", "1"))
+    # Beats every 2 s: a loaded machine must not starve a live trial into looking dead.
+    victim = _start(_tune(config, space, url, doomed, "--heartbeat", "2"))
+    other = _start(_tune(config, space, url, survivor, "--heartbeat", "2"))
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not any(
