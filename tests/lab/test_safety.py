@@ -118,7 +118,8 @@ def test_an_image_over_its_cap_is_refused(client) -> None:
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"yaml": 3}',
-                                  b'{"yaml": "x", "set": "a=1"}', b'{"yaml": "x", "name": 3}'])
+                                  b'{"yaml": "x", "set": "a=1"}', b'{"yaml": "x", "name": 3}',
+                                  b'{"yaml": "x", "config": []}'])
 def test_a_malformed_run_request_is_one_json_error(client, body: bytes) -> None:
     answer = client.post("/api/runs", content=body)
     assert answer.status_code == 400

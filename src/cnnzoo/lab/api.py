@@ -187,8 +187,8 @@ async def start_run(request: Request) -> Response:
     if not isinstance(data, dict) or not isinstance(data.get("yaml"), str):
         raise Refused(400, 'the body must be JSON: {"yaml": TEXT, "name": optional}')
     name, overrides = data.get("name"), data.get("set", [])
-    if name is not None and not isinstance(name, str):
-        raise Refused(400, "name must be a string")
+    if not all(isinstance(data.get(key), (str, type(None))) for key in ("name", "config")):
+        raise Refused(400, "name and config must be strings")
     if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
         raise Refused(400, 'set must be a list of "key=value" strings')
     text = data["yaml"]
