@@ -184,6 +184,9 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
         "- `adapted`: a config written for another 10-class dataset, trained here on "
         "Fashion-MNIST made to fit its input (CIFAR-10's 32x32x3: zero-padded by 2 and "
         "repeated over 3 channels).",
+        "- `epochs`: \"1 of 100 epochs\" where a row trained fewer epochs than its config "
+        "asks (hollow in the picture): it is not the network's best, only what that many "
+        "epochs gave.",
         "- Each row is one seed unless it gives the seeds' mean +- sd; whether two numbers "
         "differ beyond noise: [comparing.md](comparing.md) (`cnnzoo train --seeds`, "
         "`cnnzoo compare`).", "",
@@ -198,7 +201,7 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
             note = " (adapted)" if r["adapted"] else ""
             lines.append(
                 f"| `{name}`{note} | {r['params']:,} | {r['macs']:,} | "
-                f"{_seeds_accuracy(r)} | {r['epochs']} | {_images(r)} | "
+                f"{_seeds_accuracy(r)} | {_cut_short(name, r) or r['epochs']} | {_images(r)} | "
                 f"{format_seconds(r['train_seconds'])} | {format_seconds(r['wall_seconds'])} | "
                 f"{r['date']} | {r['machine']} |")
         lines += ["", "Commands:", ""]
