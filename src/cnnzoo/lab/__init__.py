@@ -1,2 +1,3 @@
 """`cnnzoo lab`: the web page that edits a network, plans it as you type, trains it and
-shows its runs, and the HTTP API behind it. May import every package below the CLI."""
+shows its runs, and the HTTP API behind it. Imports `zoo`, `tools` and below, never
+`cli` or its sibling `serve`."""

@@ -4,7 +4,7 @@
     optim.py       optimizer and learning-rate schedule
     metrics.py     `EpochMetrics`, and the only place they are formatted
     evaluation.py  loss, accuracy and confusion matrix over a split
-    progress.py    the bar, the epoch lines, each step's loss
+    progress.py    the bar, the epoch lines, the progress file, each step's loss
     stopping.py    why training stops early: a signal, a diverged loss
     state.py       where training is, and saving/restoring it (checkpoints)
     step.py        `TrainStep`: one optimisation step, the one place the loss is computed
