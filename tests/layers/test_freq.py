@@ -264,7 +264,8 @@ def test_filter_cli_shrinks_large_images_unless_full_size(tmp_path, cli):
     (("--lowpass", "0"), "--lowpass 0: cutoff must be in (0, 0.5*sqrt(2)"),
     (("--bandpass", "0.3", "0.1"), "--bandpass 0.3 0.1: bandpass needs low < high"),
     # a choice the parser knows: refused by it, with the choices
-    (("--lowpass", "0.2", "--shape", "box"), "'box' is not one of 'ideal', 'gaussian', 'butterworth'"),
+    (("--lowpass", "0.2", "--shape", "box"),
+     "'box' is not one of 'ideal', 'gaussian', 'butterworth'"),
     ((), "give at least one --kernel"),
 ])
 def test_filter_cli_frequency_errors(tmp_path, cli, args, message):
