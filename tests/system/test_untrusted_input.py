@@ -27,29 +27,16 @@ from cnnzoo.model.plan import plan_experiment
 from cnnzoo.runs import rundir
 from cnnzoo.tools.compare import summarize_run
 from cnnzoo.tools.filter import load_image
-from cnnzoo.training.trainer import fit
 from tests.helpers.common import write
-from tests.helpers.datafiles import class_images, write_mnist
+from tests.helpers.datafiles import class_images
+from tests.helpers.untrusted import USER_ERROR, small_config, small_workspace
 
-USER_ERROR = 2
-SMALL = """
-model:
-  layers:
-    - conv: {filters: 4, kernel: 3, activation: relu}
-    - pool: 2
-    - fc: 10
-data: {dataset: fashion_mnist, val_split: 0}
-train: {epochs: 1, batch_size: 50, optimizer: {name: sgd, lr: 0.05}}
-"""
+SMALL = small_config()
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("untrusted")
-    write_mnist(work / "data", n_train=200, n_test=50)
-    config = cnnzoo.load_config(write(work / "small.yaml", SMALL))
-    return fit(config, out=work / "run", data_root=str(work / "data"), show_progress=False,
-               callbacks=[]).run_dir
+    return small_workspace(tmp_path_factory.mktemp("untrusted"), train=True) / "run"
 
 
 @pytest.mark.parametrize("name", ["../../../escaped", "/abs/path", "a/b", "..", ".hidden",

@@ -18,27 +18,14 @@ from PIL import Image
 import cnnzoo
 from cnnzoo.training.trainer import fit
 from tests.helpers.common import Result, write
-from tests.helpers.datafiles import write_mnist
+from tests.helpers.untrusted import USER_ERROR, small_config, small_workspace
 
-USER_ERROR = 2
-SMALL = """
-model:
-  layers:
-    - conv: {filters: 4, kernel: 3, activation: relu}
-    - pool: 2
-    - fc: 10
-data: {dataset: fashion_mnist, val_split: 0}
-train: {epochs: 1, batch_size: 50, optimizer: {name: sgd, lr: 0.05}}
-"""
+SMALL = small_config()
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("untrusted-outputs")
-    write_mnist(work / "data", n_train=200, n_test=50)
-    config = cnnzoo.load_config(write(work / "small.yaml", SMALL))
-    fit(config, out=work / "run", data_root=str(work / "data"), show_progress=False,
-        callbacks=[])
+    work = small_workspace(tmp_path_factory.mktemp("untrusted-outputs"), train=True)
     pixels = np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)
     Image.fromarray(pixels).save(work / "shirt.png")
     return work

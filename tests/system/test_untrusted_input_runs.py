@@ -10,27 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.common import write
-from tests.helpers.datafiles import write_mnist
-
-USER_ERROR = 2
-SMALL = """
-model:
-  layers:
-    - conv: {filters: 4, kernel: 3, activation: relu}
-    - pool: 2
-    - fc: 10
-data: {dataset: fashion_mnist, val_split: 0.2}
-train: {epochs: 2, batch_size: 50, optimizer: {name: sgd, lr: 0.05}}
-"""
+from tests.helpers.untrusted import USER_ERROR, small_workspace
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("untrusted-runs")
-    write_mnist(work / "data", n_train=200, n_test=50)
-    write(work / "small.yaml", SMALL)
-    return work
+    return small_workspace(tmp_path_factory.mktemp("untrusted-runs"), val_split=0.2, epochs=2)
 
 
 @pytest.fixture(scope="module")
