@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -82,4 +83,12 @@ def main() -> None:
     """The `cnnzoo` console script."""
     with quiet_interrupt():  # also while `run` imports the training code
         code = run()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # as training.stopping.worker_rank
+        # One of torchrun's processes: its work is done and its files are written (the
+        # process group was left together). Tearing down torch's C++ state at interpreter
+        # exit can still abort such a process ("terminate called without an active
+        # exception", SIGABRT), which torchrun reports as a failed run; leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
