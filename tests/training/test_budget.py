@@ -177,3 +177,15 @@ def test_time_steps_counts_calls_after_the_warmup() -> None:
     calls = []
     seconds = time_steps(lambda: calls.append(1), 7, warmup=3, sync=lambda: calls.append(0))
     assert calls == [1, 1, 1, 0, *[1] * 7, 0] and seconds >= 0
+
+
+def test_the_record_gives_the_first_plan_when_it_kept_every_step() -> None:
+    """Fast at first (every step fits), then 20 times slower: the re-plans cut the steps,
+    and results.json still names the first plan, not the first re-plan."""
+    budget, seconds, _ = simulate(150.0, lambda step: 0.01 if step < 500 else 0.2)
+    assert budget.replans and budget.replans[0].total < STEPS_PER_EPOCH * EPOCHS
+    record = budget.record(budget.total, seconds)
+    assert record["planned_steps"] == STEPS_PER_EPOCH * EPOCHS
+    assert [r["steps"] for r in record["replans"]] == [r.total for r in budget.replans]
+    halved, seconds, _ = simulate(150.0, halving)  # the first plan already cut the steps
+    assert halved.record(halved.total, seconds)["planned_steps"] == halved.replans[0].total

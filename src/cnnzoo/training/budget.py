@@ -110,6 +110,7 @@ class StepBudget:
         self.replans: list[Replan] = []
         self.timeline = Timeline(max_steps)
         self.checked = False  # whether the first check (the plan) has been made
+        self.first_plan: int | None = None  # the steps the first check chose (this process)
         # This process's own timing, in seconds without the epoch ends:
         self.first: int | None = None  # the step this process started after
         self.marks: list[tuple[int, float]] = []  # (step, seconds) where speeds are measured from
@@ -205,6 +206,8 @@ class StepBudget:
         line that says so, where it changed the plan or was the first plan."""
         first = not self.checked
         self.checked = True
+        if first:
+            self.first_plan = total
         epochs = total / self.steps_per_epoch
         if total == self.total:
             if first:
@@ -237,7 +240,9 @@ class StepBudget:
         if self.seconds is None:
             return None
         return {"seconds": self.seconds,
-                "planned_steps": self.replans[0].total if self.replans else self.max_steps,
+                # A first plan that kept every step is not in the re-plans' list.
+                "planned_steps": self.first_plan if self.first_plan is not None else (
+                    self.replans[0].total if self.replans else self.max_steps),
                 "steps": steps, "replans": [{"step": r.step, "steps": r.total}
                                             for r in self.replans],
                 "loop_seconds": round(elapsed, 3),
