@@ -47,3 +47,19 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def assert_summary_refuses(cli, tmp_path: Path, depth: int, layers: str, message: str,
+                           fix: str | None) -> None:
+    """`cnnzoo summary` on an 8x8xDEPTH input, then LAYERS (YAML list items), then fc 10:
+    exit code 2 and one line holding MESSAGE (and FIX), no traceback."""
+    body = "\n".join("    " + line for line in layers.splitlines())
+    path = write(tmp_path / "bad.yaml", "model:\n  layers:\n    - input: {width: 8, height: 8, "
+                 f"depth: {depth}}}\n{body}\n    - fc: 10\n")
+    result = cli("summary", "--config", path)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.err, result.err
+    assert message in lines[0]
+    if fix is not None:
+        assert fix in lines[0]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.helpers.common import write
+from tests.helpers.common import assert_summary_refuses
 from tests.layers.test_branches import assert_same_function, network
 
 
@@ -142,14 +142,4 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_values_are_one_message_with_the_line(tmp_path, cli, case):
-    layers, message, fix = BAD[case]
-    body = "\n".join("    " + line for line in layers.splitlines())
-    path = write(tmp_path / "bad.yaml", "model:\n  layers:\n    - input: {width: 8, height: 8, "
-                 f"depth: 6}}\n{body}\n    - fc: 10\n")
-    result = cli("summary", "--config", path)
-    assert result.code == 2
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.err, result.err
-    assert message in lines[0]
-    if fix is not None:
-        assert fix in lines[0]
+    assert_summary_refuses(cli, tmp_path, 6, *BAD[case])

@@ -16,7 +16,7 @@ from cnnzoo.layers.shapes import Volume
 from cnnzoo.model.inspect import layer_modules
 from cnnzoo.model.summary import format_summary
 from cnnzoo.runs.initfrom import match_tensors
-from tests.helpers.common import write
+from tests.helpers.common import assert_summary_refuses
 
 
 def network(layers: str, volume: tuple[int, int, int] = (8, 8, 6)) -> cnnzoo.Network:
@@ -231,18 +231,7 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_branches_are_one_message_with_the_line(tmp_path, cli, case):
-    layers, message, fix = BAD[case]
-    body = "\n".join("    " + line for line in layers.splitlines())
-    path = write(tmp_path / "bad.yaml", "model:\n  layers:\n    - input: {width: 8, height: 8, "
-                 f"depth: 3}}\n{body}\n    - fc: 10\n")
-    result = cli("summary", "--config", path)
-    assert result.code == 2
-    assert "Traceback" not in result.err
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert message in lines[0]
-    if fix is not None:
-        assert fix in lines[0]
+    assert_summary_refuses(cli, tmp_path, 3, *BAD[case])
 
 
 def test_viz_draws_the_activations_of_every_path():
