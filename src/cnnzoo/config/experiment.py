@@ -34,6 +34,7 @@ from cnnzoo.utils.params import (
     section,
     str_kind,
     to_dict,
+    with_fix,
 )
 
 
@@ -133,16 +134,31 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimizerConfig:
-    name: str = param("sgd", kind=choice_kind(["sgd", "adam", "adamw"]), doc="the optimizer")
+    name: str = param("sgd", kind=choice_kind(["sgd", "adam", "adamw", "muon"]),
+                      doc="the optimizer; muon: orthogonalised (Newton-Schulz) momentum for the "
+                      "conv and fc weights but the last layer's, the fallback for the rest")
     lr: float = param(0.05, kind=float_kind(0.0), doc="peak learning rate")
-    momentum: float = param(0.9, kind=float_kind(0.0, 1.0), doc="sgd momentum (adam: beta1)")
-    nesterov: bool = param(False, kind=bool_kind(), doc="sgd: Nesterov momentum")
-    weight_decay: float = param(0.0, kind=float_kind(0.0), doc="L2 penalty (adamw: decoupled)")
+    momentum: float = param(0.9, kind=float_kind(0.0, 1.0), doc="sgd, muon: momentum (adam: beta1)")
+    nesterov: bool = param(False, kind=bool_kind(), doc="sgd, muon: Nesterov momentum")
+    weight_decay: float = param(0.0, kind=float_kind(0.0), doc="L2 penalty (adamw, muon's "
+                                "matrices: decoupled, w *= 1 - lr * weight_decay)")
     beta2: float = param(0.999, kind=float_kind(0.0, below=1.0), doc="adam/adamw: beta2")
+    fallback: str = param("sgd", kind=with_fix(choice_kind(["sgd", "adamw"]), "set fallback: sgd "
+                          "or adamw"), doc="muon: the optimizer of the rest (biases, norms, the "
+                          "last layer, layers that are neither conv nor fc)")
+    fallback_lr: float | None = param(None, kind=optional(float_kind(0.0)),
+                                      doc="muon: the fallback's peak learning rate (null: lr)")
+    fallback_momentum: float | None = param(None, kind=optional(float_kind(0.0, 1.0)),
+                                            doc="muon: the fallback's momentum (null: momentum)")
 
     def check(self, where: Where) -> None:
-        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise where.error("nesterov needs sgd with momentum > 0", "nesterov")
+        if self.nesterov and (self.name not in ("sgd", "muon") or self.momentum == 0):
+            raise where.error("nesterov needs sgd or muon with momentum > 0", "nesterov")
+        given = [k for k, v in (("fallback", "sgd"), ("fallback_lr", None),
+                                ("fallback_momentum", None)) if getattr(self, k) != v]
+        if self.name != "muon" and given:
+            raise where.error(f"{given[0]} only applies to muon, but the optimizer is "
+                              f"{self.name}", given[0], fix=f"set name: muon or remove {given[0]}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from cnnzoo.errors import did_you_mean
 from cnnzoo.layers.basic import ACTIVATION, ActivationShorthand
 from cnnzoo.layers.fft import MAX_SPECTRUM_VALUES, ConvShape, choose_impl
-from cnnzoo.layers.init import INIT_DOC, INITS, initialise
+from cnnzoo.layers.init import CONV_INIT_DOC, CONV_INITS, INIT_DOC, INITS, initialise
 from cnnzoo.layers.kernels import FIXED_KERNELS, depthwise_weight
 from cnnzoo.layers.padding import PADDING_MODES, max_padding
 from cnnzoo.layers.registry import register_layer
@@ -23,12 +23,14 @@ from cnnzoo.layers.shapes import (
     resolve_padding,
 )
 from cnnzoo.layers.spec import Inferred, LayerPlan, PlanContext
+from cnnzoo.layers.whitening import WHITEN_EPS
 from cnnzoo.utils.params import (
     Kind,
     Where,
     bool_kind,
     choice_kind,
     dump_pair,
+    float_kind,
     int_kind,
     optional,
     pair_kind,
@@ -36,6 +38,7 @@ from cnnzoo.utils.params import (
 )
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -177,6 +180,12 @@ IMPLS = ("direct", "fft", "auto")
 @dataclass(frozen=True, kw_only=True)
 class ConvSpec(WindowSpec):
     groups: int = param(1, kind=int_kind(1), doc="split input and filters into this many groups")
+    init: str = param("default", kind=choice_kind(CONV_INITS), doc=CONV_INIT_DOC)
+    whiten_eps: float | None = param(
+        None, kind=optional(float_kind(0.0)),
+        doc=f"init: whitening's eps in 1/sqrt(eigenvalue + eps) (default {WHITEN_EPS:g}): "
+        "directions with less variance than eps are damped, not blown up",
+    )
     impl: str = param(
         "direct", kind=choice_kind(IMPLS),
         doc="direct, fft (a product in the frequency domain) or auto (the faster for this "
@@ -189,7 +198,8 @@ class ConvSpec(WindowSpec):
     )
     trainable: bool | None = param(
         None, kind=optional(bool_kind()),
-        doc="learn the weights; default true, but a fixed kernel (weights) is frozen unless true",
+        doc="learn the weights (and bias); default true, but a fixed kernel (weights) and "
+        "init: whitening are frozen unless true",
     )
 
     def check(self, where: Where) -> None:
@@ -203,6 +213,7 @@ class ConvSpec(WindowSpec):
             raise where.error(
                 f"filters ({self.filters}) must be a multiple of groups ({self.groups})", "groups"
             )
+        self._check_init(where)
         for name in self.weights or ():
             size = FIXED_KERNELS[name].size
             if size is not None and self.kernel != size:
@@ -214,10 +225,85 @@ class ConvSpec(WindowSpec):
                     "gaussian_blur and identity take any size)",
                 )
 
+    def _check_init(self, where: Where) -> None:
+        """What init: dirac and init: whitening ask of the parameters alone."""
+        if self.whiten_eps is not None and self.init != "whitening":
+            raise where.error(
+                f"whiten_eps is an option of init: whitening, but init is {self.init}",
+                "whiten_eps", fix="remove whiten_eps or set init: whitening",
+            )
+        if self.whiten_eps is not None and self.whiten_eps <= 0:
+            raise where.error(
+                f"whiten_eps must be above 0 (it keeps 1/sqrt(eigenvalue + eps) finite). "
+                f"Received: whiten_eps={self.whiten_eps:g}", "whiten_eps",
+                fix=f"remove whiten_eps (default {WHITEN_EPS:g}) or set a small positive value",
+            )
+        if self.init == "dirac" and (self.kernel[0] % 2 == 0 or self.kernel[1] % 2 == 0):
+            raise where.error(
+                f"init: dirac passes each channel through a filter's centre tap, which a "
+                f"kernel of {format_pair(self.kernel)} does not have", "kernel",
+                fix="use an odd kernel (1, 3, 5) or another init",
+            )
+        if self.init != "whitening":
+            return
+        if self.filters % 2:
+            raise where.error(
+                "init: whitening makes its filters in pairs (each eigenvector of the patch "
+                f"covariance and its negative), so filters must be even. "
+                f"Received: filters={self.filters}", "filters",
+                fix=f"set filters: {self.filters + 1}" if self.filters == 1
+                else f"set filters: {self.filters - 1} or {self.filters + 1}",
+            )
+        if self.groups != 1:
+            raise where.error(
+                f"init: whitening decorrelates all of a patch's channels together, so groups "
+                f"must be 1. Received: groups={self.groups}", "groups", fix="remove groups",
+            )
+
+    def _check_init_input(self, inp: Volume, where: Where, context: PlanContext,
+                          groups: int) -> None:
+        """What init: dirac and init: whitening ask of the layer's input."""
+        if self.init == "dirac" and self.filters // groups < inp.depth // groups:
+            raise where.error(
+                f"init: dirac passes each of the {inp.depth} input channels (after "
+                f"{context.after}) through a filter of its own, so filters must be at least "
+                f"{inp.depth}. Received: filters={self.filters}", "filters",
+                fix=f"set filters: {inp.depth} or more, or use another init",
+            )
+        if self.init != "whitening":
+            return
+        if context.nested or context.previous not in (None, "input"):
+            seen = ("it is inside a block" if context.nested
+                    else f"its input comes from {context.after}")
+            raise where.error(
+                "init: whitening sets the filters from the training images' patches, so the "
+                f"conv must see the images, but {seen}",
+                "init", fix="make this conv the first layer after input, or use another init",
+            )
+        size = inp.depth * self.kernel[0] * self.kernel[1]
+        if self.filters > 2 * size:
+            raise where.error(
+                f"init: whitening has at most {2 * size} filters to give: the {size} "
+                f"eigenvectors of a {format_pair(self.kernel)}x{inp.depth} patch's covariance "
+                f"and their negatives. Received: filters={self.filters}", "filters",
+                fix=f"set filters: {2 * size} or fewer (even), or a larger kernel",
+            )
+
     @property
     def frozen(self) -> bool:
-        """Fixed kernels stay fixed unless asked to learn; anything else learns unless told not."""
-        return self.trainable is False or (self.trainable is None and self.weights is not None)
+        """Fixed kernels and whitening filters stay fixed unless asked to learn; anything
+        else learns unless told not."""
+        fixed = self.weights is not None or self.init == "whitening"
+        return self.trainable is False or (self.trainable is None and fixed)
+
+    @property
+    def needs_images(self) -> bool:
+        return self.init == "whitening"
+
+    def initialise_from_images(self, module: nn.Module, images: torch.Tensor) -> None:
+        from cnnzoo.layers.whitening import whiten_conv
+
+        whiten_conv(module, images, WHITEN_EPS if self.whiten_eps is None else self.whiten_eps)
 
     @property
     def weights_text(self) -> str:
@@ -270,6 +356,7 @@ class ConvSpec(WindowSpec):
     def infer(self, inp: Volume, where: Where, context: PlanContext) -> Inferred:
         padding, (out_h, out_w) = self.window_geometry(inp, where, context)
         groups = self._groups(inp, where, context)
+        self._check_init_input(inp, where, context, groups)
         top, bottom, left, right = padding
         shape = ConvShape(
             channels=inp.depth,
@@ -288,6 +375,8 @@ class ConvSpec(WindowSpec):
         label += f", {self.filters}"
         if self.weights is not None:
             label += f" {self.weights_text}"
+        if self.init in ("dirac", "whitening"):
+            label += f" {self.init}"
         if self.frozen:
             label += " frozen"
         if self.impl != "direct":
@@ -327,7 +416,7 @@ class ConvSpec(WindowSpec):
             impl=plan.detail["impl"],
         )
         fan_in, fan_out = self.window_fans(plan.input.depth, plan.detail["groups"])
-        initialise(conv.weight, conv.bias, self.init, fan_in, fan_out)
+        initialise(conv.weight, conv.bias, self.init, fan_in, fan_out, plan.detail["groups"])
         if self.weights is not None:
             with torch.no_grad():
                 conv.weight.copy_(

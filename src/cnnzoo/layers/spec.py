@@ -15,6 +15,7 @@ from cnnzoo.layers.shapes import Pair, Volume
 from cnnzoo.utils.params import Where, to_dict
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -98,6 +99,17 @@ class LayerSpec:
         raise NotImplementedError
 
     def build(self, plan: LayerPlan, build_child: Callable[[LayerPlan], nn.Module]) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether the weights `build` gives are a placeholder until the trainer calls
+        `initialise_from_images` (a conv's init: whitening)."""
+        return False
+
+    def initialise_from_images(self, module: nn.Module, images: torch.Tensor) -> None:
+        """Set the weights of `module`, which `build` made, from a sample of the
+        normalised training images (N, D, H, W), the layer's input."""
         raise NotImplementedError
 
     def to_yaml(self, *, full: bool = False) -> Any:

@@ -10,12 +10,15 @@ import torch
 from torch import nn
 
 from cnnzoo.config.experiment import SchedulerConfig, TrainConfig
+from cnnzoo.training.muon import Muon, split_parameters
 
 
 def create_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer, with PyTorch's fused kernels where they exist (CPU and CUDA): one
     kernel per step instead of a few per parameter, the same arithmetic."""
     opt = train.optimizer
+    if opt.name == "muon":
+        return create_muon(model, train)
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     if opt.name == "sgd":
@@ -24,6 +27,22 @@ def create_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimi
     cls = torch.optim.Adam if opt.name == "adam" else torch.optim.AdamW
     return cls(params, lr=opt.lr, betas=(opt.momentum, opt.beta2),
                weight_decay=opt.weight_decay, fused=fused)
+
+
+def create_muon(model: nn.Module, train: TrainConfig) -> Muon:
+    """Muon for the conv and fc weight matrices, the fallback for the rest. The Muon
+    group comes first: the trainer logs the first group's learning rate."""
+    opt = train.optimizer
+    matrices, rest = split_parameters(model)
+    shared = {"weight_decay": opt.weight_decay, "nesterov": opt.nesterov}
+    fallback = {**shared, "kind": opt.fallback,
+                "lr": opt.lr if opt.fallback_lr is None else opt.fallback_lr,
+                "momentum": opt.momentum if opt.fallback_momentum is None
+                else opt.fallback_momentum,
+                "beta2": opt.beta2}
+    groups = [{**shared, "params": matrices, "kind": "muon", "lr": opt.lr,
+               "momentum": opt.momentum}, {**fallback, "params": rest}]
+    return Muon(g for g in groups if g["params"])
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,

@@ -42,13 +42,14 @@ from cnnzoo.model.devices import device_name, resolve_channels_last, resolve_dev
 from cnnzoo.model.plan import Plan, plan_experiment
 from cnnzoo.model.summary import format_summary
 from cnnzoo.runs import rundir
-from cnnzoo.runs.initfrom import initialise_from
+from cnnzoo.runs.initfrom import InitReport, initialise_from
 from cnnzoo.runs.lock import lock_run, releases_run_locks
 from cnnzoo.training.budget import StepBudget
 from cnnzoo.training.callbacks import Callback, RunContext, default_callbacks
 from cnnzoo.training.distributed import Distributed
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.evaluation import Evaluation, evaluate
+from cnnzoo.training.imageinit import initialise_from_images
 from cnnzoo.training.losses import LossFn, create_loss
 from cnnzoo.training.metrics import EpochMetrics, epoch_line, rate
 from cnnzoo.training.optim import create_optimizer, create_scheduler
@@ -92,6 +93,7 @@ class Trainer:
     # set_up: the network, the data and everything a step needs
     plan: Plan
     model: torch.nn.Module  # the network on the device (DDP-wrapped with several processes)
+    init_report: InitReport | None  # what --init-from loaded; None without it
     data: Dataset
     channels_last: bool
     steps_per_epoch: int
@@ -193,6 +195,8 @@ class Trainer:
             self.data = load_dataset(config.data, self.plan.input, self.plan.output.depth,
                                      seed=train.seed, data_root=self.data_root)
         check_fits(self.plan, self.data, train.batch_size, dist)
+        if self.resume is None:  # a resumed run's checkpoint holds what this computes
+            initialise_from_images(self.model, self.data, config.data, self.init_report)
         if self.out is None:
             self.out = dist.broadcast_path(rundir.default_run_dir(config.name,
                                                                 claim=dist.is_main))
@@ -210,8 +214,8 @@ class Trainer:
         (a resumed run has its own)."""
         torch.manual_seed(self.config.train.seed)
         model = build_network(plan)
-        initialise_from(model, None if self.resume is not None else self.init_from,
-                        self.dist.is_main)
+        self.init_report = initialise_from(
+            model, None if self.resume is not None else self.init_from, self.dist.is_main)
         return model
 
     def _write_run_files(self) -> None:

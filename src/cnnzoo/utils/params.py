@@ -202,6 +202,19 @@ def one_of(*kinds: Kind) -> Kind:
     return Kind(" or ".join(k.name for k in kinds), parse, schema, dump)
 
 
+def with_fix(kind: Kind, fix: str) -> Kind:
+    """`kind` whose errors also say `fix` (unless they say one of their own)."""
+
+    def parse(value: Any, key: str, where: Where) -> Any:
+        try:
+            return kind.parse(value, key, where)
+        except ConfigError as exc:
+            exc.fix = exc.fix or fix
+            raise
+
+    return dataclasses.replace(kind, parse=parse)
+
+
 def _check_range(value: float, key: str, where: Where, lo: float | None, hi: float | None) -> None:
     if lo is not None and value < lo:
         word = "positive" if lo == 1 and isinstance(lo, int) else f">= {lo}"
