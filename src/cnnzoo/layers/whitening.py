@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     import torch
 
 WHITEN_EPS = 5e-4  # airbench94's, in the units of the normalised images' variance
-CHUNK_VALUES = 2**22  # float64 patch values unfolded at a time (32 MiB)
+# float64 patch values unfolded at a time: 2 MiB stays in cache, which took a 5,000-image
+# sample of 28x28 in 2x2 patches from about 0.25 s to 0.1 s on one core (32 MiB chunks)
+CHUNK_VALUES = 2**18
 
 
 def patch_moments(images: torch.Tensor, kernel: Pair,
@@ -43,9 +45,10 @@ def patch_moments(images: torch.Tensor, kernel: Pair,
     chunk = max(1, CHUNK_VALUES // (size * positions))
     for start in range(0, n, chunk):
         x = images[start:start + chunk].to(torch.float64)
-        patches = F.unfold(x, kernel, dilation=dilation).transpose(1, 2).reshape(-1, size)
-        total += patches.sum(0)
-        outer += patches.T @ patches
+        # (n, K, L) -> (K, n*L): one copy, and the product's long axis is contiguous
+        patches = F.unfold(x, kernel, dilation=dilation).transpose(0, 1).reshape(size, -1)
+        total += patches.sum(1)
+        outer += patches @ patches.T
     count = n * positions
     mean = total / count
     return mean, outer / count - torch.outer(mean, mean)
