@@ -249,6 +249,24 @@ class EmaConfig:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class LookaheadConfig:
+    steps: int | None = param(
+        None, kind=optional(with_fix(int_kind(1), "set steps: 1 or more, e.g. 5")),
+        doc="every this many optimizer steps, move the slow weights alpha of the way to the "
+        "weights and set the weights to them (Zhang et al. 2019); null: off",
+    )
+    alpha: float = param(
+        0.5, kind=with_fix(float_kind(0.0, 1.0), "set alpha: a fraction in (0, 1], e.g. 0.5"),
+        doc="the fraction of the way the slow weights move (1: lookahead does nothing)",
+    )
+
+    def check(self, where: Where) -> None:
+        if self.alpha == 0:  # the range kind takes 0; here it would freeze the weights
+            raise where.error("alpha must be in (0, 1]. Received: alpha=0", "alpha",
+                              fix="set alpha: a fraction in (0, 1], e.g. 0.5")
+
+
 # Test-time augmentation (`train.tta`): how many views of each image are evaluated.
 TTA_VIEWS = {"none": 1, "flip": 2, "shift": 5, "flip_shift": 10}
 
@@ -316,6 +334,9 @@ class TrainConfig:
     )
     ema: EmaConfig = section(
         EmaConfig, "an exponential moving average of the weights (Polyak averaging)"
+    )
+    lookahead: LookaheadConfig = section(
+        LookaheadConfig, "lookahead: slow weights that follow the weights every few steps"
     )
 
 

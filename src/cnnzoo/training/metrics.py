@@ -1,9 +1,12 @@
-"""What an epoch (or the test) measured, as numbers. They are turned into text only
-here, where they are written: a metrics.csv row and the epoch line."""
+"""What an epoch (or the test) measured, as numbers, and what a finished run returns.
+The numbers are turned into text only here, where they are written: a metrics.csv row
+and the epoch line."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,15 @@ class EpochMetrics:
             "seconds": f"{self.seconds:.3f}",
             "images_per_s": f"{self.images_per_s:.1f}",
         }
+
+
+@dataclass
+class TrainResult:
+    """A finished run: its directory, results.json's record, every epoch's numbers."""
+
+    run_dir: Path
+    results: dict[str, Any]
+    history: list[EpochMetrics] = field(default_factory=list)
 
 
 def rate(images: int, seconds: float) -> float:

@@ -23,6 +23,7 @@ from cnnzoo.runs.checkpoint import load_state, load_weights, save_state, save_we
 from cnnzoo.runs.fit import check_fit
 from cnnzoo.training.distributed import Distributed
 from cnnzoo.training.ema import WeightAverage
+from cnnzoo.training.lookahead import Lookahead
 from cnnzoo.training.stopping import Diverged
 
 
@@ -53,9 +54,11 @@ class Checkpoints:
     def __init__(self, out: Path, name: str, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, metrics: rundir.CsvLog,
                  steps: rundir.CsvLog, dist: Distributed, peak_lr: float,
-                 average: WeightAverage | None = None) -> None:
+                 average: WeightAverage | None = None,
+                 lookahead: Lookahead | None = None) -> None:
         self.out = out
         self.average = average  # train.ema: saved as the weights, and kept for a resume
+        self.lookahead = lookahead  # train.lookahead: its slow weights, kept for a resume
         self.name = name
         self.model = model
         self.optimizer = optimizer
@@ -83,9 +86,11 @@ class Checkpoints:
         self.dist.barrier()
 
     def _state(self, pos: Position, digest: str) -> dict[str, Any]:
-        average = {} if self.average is None else {"ema": self.average.state_dict()}
+        extra = {} if self.average is None else {"ema": self.average.state_dict()}
+        if self.lookahead is not None:
+            extra["lookahead"] = self.lookahead.state_dict()
         return {
-            **average,
+            **extra,
             "step": pos.step,
             "position": pos.state(),
             # The state's own copy of the weights: a crash between writing
@@ -118,6 +123,8 @@ class Checkpoints:
             position = Position(**state["position"])
             if self.average is not None:
                 self.average.load_state_dict(state["ema"])
+            if self.lookahead is not None:
+                self.lookahead.load_state_dict(state["lookahead"])
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"corrupt checkpoint {out / rundir.STATE}: {exc}") from None
         rng = state["rng"]

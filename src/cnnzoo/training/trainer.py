@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,9 @@ from cnnzoo.training.distributed import Distributed
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.evaluation import Evaluation, evaluate
 from cnnzoo.training.imageinit import initialise_from_images
+from cnnzoo.training.lookahead import Lookahead, create_lookahead
 from cnnzoo.training.losses import LossFn, create_loss
-from cnnzoo.training.metrics import EpochMetrics, epoch_line, rate
+from cnnzoo.training.metrics import EpochMetrics, TrainResult, epoch_line, rate
 from cnnzoo.training.optim import create_optimizer, create_scheduler
 from cnnzoo.training.phases import Phases
 from cnnzoo.training.progress import EpochTally, Progress, StepLosses
@@ -60,14 +61,6 @@ from cnnzoo.training.state import Checkpoints, Position, check_resumable
 from cnnzoo.training.step import TrainStep
 from cnnzoo.training.stopping import Diverged, DivergenceGuard, Interrupted, SignalStop
 from cnnzoo.utils.files import atomic_write_text
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    results: dict[str, Any]
-    history: list[EpochMetrics] = field(default_factory=list)
-
 
 # Each phase, and the phase it needs done before it (`Trainer.run` calls them in order).
 PHASE_NEEDS: dict[str, str | None] = {
@@ -103,6 +96,7 @@ class Trainer:
     metrics_log: rundir.CsvLog  # metrics.csv
     steps_log: rundir.CsvLog  # steps.csv
     average: WeightAverage | None  # train.ema
+    lookahead: Lookahead | None  # train.lookahead
     checkpoints: Checkpoints
     step: TrainStep  # the one place the loss is computed
     eval_loss: LossFn  # the loss validation and test report (no label smoothing)
@@ -259,9 +253,10 @@ class Trainer:
             self.steps_log.truncate(0)
         self.average = (WeightAverage(model, train.ema.decay, train.ema.warmup)
                         if train.ema.decay is not None else None)
+        self.lookahead = create_lookahead(model, train.lookahead)
         self.checkpoints = Checkpoints(out, self.config.name, model, optimizer, self.scheduler,
                                        self.metrics_log, self.steps_log, dist,
-                                       train.optimizer.lr, self.average)
+                                       train.optimizer.lr, self.average, self.lookahead)
         self.optimizer = optimizer
 
     def _set_up_step(self) -> None:
@@ -346,6 +341,8 @@ class Trainer:
         losses.add(dist.mean(loss.detach()),
                    (position.step, position.batch, len(labels) * dist.world, lr))
         self.step.update()
+        if self.lookahead is not None:  # before the average, which follows the weights
+            self.lookahead.update(position.step)
         if self.average is not None:
             self.average.update(position.step)
         if self.budget.after_step(position.step, self.loop_seconds()):
