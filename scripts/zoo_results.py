@@ -5,6 +5,9 @@ machine, within a time budget per config, and write down what happened.
     .venv/bin/python scripts/zoo_results.py --only lenet5 mlp --budget-minutes 5
     .venv/bin/python scripts/zoo_results.py --epochs 1 --set data.limit_train=2000 \\
         --results /tmp/zoo/results.md --configs-dir /tmp/zoo/configs   # a smoke run
+    .venv/bin/python scripts/zoo_results.py --seeds 3 --runs runs/zoo --reuse --only lenet5 mlp
+    .venv/bin/python scripts/zoo_results.py --add-seeds fashion-best=runs/zoo/fashion-best-seeds
+    .venv/bin/python scripts/zoo_results.py --report-only        # docs/results.md, no training
 
 It writes
     docs/results.md               params, mult-adds, test accuracy, train and wall time,
@@ -15,12 +18,22 @@ It writes
     configs/results.json          what `cnnzoo zoo` shows
     configs/NAME.yaml             the `# Measured here:` line of every config trained
 
-Every number comes from a `cnnzoo train` run that this script started. Configs not
+Every number comes from a `cnnzoo train` run that this script started (seeds added
+with --add-seeds: from the parent's, whose command the record keeps). Configs not
 trained this time keep the record of their earlier run in configs/results.json,
 with its own date, machine and command (--fresh drops those). The records are
 written after every config, so an interrupted measurement keeps what it finished;
 `--reuse` then takes a finished run in --runs whose config is the one it would
 train, instead of training it again.
+
+With --seeds N every config is trained with `cnnzoo train --seeds N` into one parent
+(runs/zoo/NAME/seed-0 ...); its record is seed 0's run (accuracy, times, command,
+shipped weights, with `seed: 0`) plus every seed's accuracy and times (`seeds`) and
+their sd. `--reuse` records a finished parent of the same config and seeds as it is
+and resumes an interrupted one (`cnnzoo train --resume PARENT`). --add-seeds
+NAME=PARENT adds the seeds of a parent trained apart to NAME's record without
+training; --report-only rewrites the report alone. docs/results.md then lists every
+seed and marks which differences between configs are within the seeds' noise.
 
 A config for another 10-class dataset is adapted with --set overrides that turn
 Fashion-MNIST's 28x28x1 images into its input (CIFAR's 32x32x3: data.pad=2,

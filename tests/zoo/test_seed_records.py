@@ -63,8 +63,11 @@ def test_results_markdown_shows_seeds(script):
     machine = {"cpu": "x", "cores": 2, "torch": "2.14.1", "python": "3.11.9", "cnnzoo": "0.1"}
     text = script.report.render_markdown(records, ["lenet5", "mlp"], {}, machine, "none",
                                          "python x", None)
-    assert f"| `lenet5` | 61,706 | 416,520 | {expected_text(ACCURACIES)} (3 seeds) | 10 |" in text
+    median = f"{np.median(ACCURACIES):.2%}"
+    assert (f"| `lenet5` | 61,706 | 416,520 | {expected_text(ACCURACIES)} (3 seeds, median "
+            f"{median}) | 10 |") in text
     assert "| `mlp` | 247,766 | 247,272 | 90.81% | 10 |" in text
     points = {p.label: p for p in script.report.record_points(records)}
     assert points["lenet5"].accuracy_sd == pytest.approx(np.std(ACCURACIES, ddof=1))
+    assert points["lenet5"].accuracy == pytest.approx(np.mean(ACCURACIES))  # at the mean
     assert points["mlp"].accuracy_sd is None

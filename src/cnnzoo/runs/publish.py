@@ -26,7 +26,8 @@ def pack_run(run_dir: Path, dest_dir: Path, *, command: str | None = None,
              machine: str | None = None, date: str | None = None) -> dict[str, Any]:
     """Pack the finished run in `run_dir` into DEST_DIR/NAME.safetensors (atomically);
     return its record for configs/results.json: file (relative to dest_dir's parent),
-    sha256 of the whole file, bytes, dtype, test_accuracy, command, date, machine."""
+    sha256 of the whole file, bytes, dtype, test_accuracy, the run's seed (a record over
+    several seeds ships one of them), command, date, machine."""
     run = rundir.open_run(run_dir)
     results = run.results
     if results is None or "test_accuracy" not in results:
@@ -49,6 +50,7 @@ def pack_run(run_dir: Path, dest_dir: Path, *, command: str | None = None,
         "bytes": len(data),
         "dtype": "fp32",
         "test_accuracy": results["test_accuracy"],
+        "seed": run.config.train.seed,
         "command": command or results.get("command") or run.info.get("command"),
         "date": date or str(results.get("finished", ""))[:10] or None,
         "machine": machine or results.get("device"),

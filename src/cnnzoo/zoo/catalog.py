@@ -7,13 +7,15 @@ the config (the config changed since) is shown as stale, not as the config's.
 
 A record may carry `seeds`, one entry per seed ({"seed", "test_accuracy",
 "train_seconds", "wall_seconds"}, as `train --seeds` summarises them); with two or
-more, the zoo shows the seeds' mean +- sd. Records without it stay valid.
+more, the zoo shows the seeds' mean +- sd. Records without it stay valid. The record's
+own numbers and its shipped weights are one seed's (`pretrained.seed`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from cnnzoo.utils.spread import mean_sd_text, statistics
@@ -66,8 +68,8 @@ def zoo_entries(directory: Path | None = None) -> list[ZooEntry]:
 
 
 def seed_spread(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The mean, sd, min and max of a record's seeds' test accuracy and their count, or
-    None where it has fewer than two seeds (or none that read as numbers)."""
+    """The mean, sd, min, max and median of a record's seeds' test accuracy and their
+    count, or None where it has fewer than two seeds (or none that read as numbers)."""
     seeds = (record or {}).get("seeds")
     if not isinstance(seeds, list):
         return None
@@ -75,7 +77,16 @@ def seed_spread(record: dict[str, Any] | None) -> dict[str, Any] | None:
     if len(values) < 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                   for v in values):
         return None
-    return {**statistics([float(v) for v in values]), "count": len(values)}
+    numbers = [float(v) for v in values]
+    return {**statistics(numbers), "median": median(numbers), "count": len(numbers)}
+
+
+def headline_accuracy(record: dict[str, Any]) -> float:
+    """The one number that stands for a record where one is shown: its seeds' median
+    (an odd count's median is a real run's accuracy, and one bad seed does not move it),
+    or its one test accuracy."""
+    spread = seed_spread(record)
+    return float(spread["median"] if spread else record["test_accuracy"])
 
 
 def accuracy_text(record: dict[str, Any]) -> str:
@@ -113,7 +124,7 @@ def format_zoo(entries: list[ZooEntry]) -> str:
               "weights")
     rows = [
         (e.name, e.dataset or "-", e.input, f"{e.params:,}", f"{e.macs:,}", *measured_text(e),
-         "yes" if pretrained_record(e) else "-")
+         weights_text(e))
         for e in entries
     ]
     return format_table(header, rows, {"params", "mult-adds", "test acc"})
@@ -130,5 +141,17 @@ def zoo_json(entries: list[ZooEntry]) -> list[dict[str, Any]]:
 
 
 def pretrained_record(entry: ZooEntry) -> dict[str, Any] | None:
-    """The shipped weights' record (file, sha256, test_accuracy, ...), or None."""
+    """The shipped weights' record (file, sha256, test_accuracy, seed, ...), or None."""
     return (entry.measured or {}).get("pretrained")
+
+
+def weights_text(entry: ZooEntry) -> str:
+    """The weights column: '-' without weights; 'seed 0' where the record has several
+    seeds (the weights are one of them); 'yes' otherwise."""
+    pretrained = pretrained_record(entry)
+    if not pretrained:
+        return "-"
+    seed = pretrained.get("seed")
+    if seed_spread(entry.measured) is not None and isinstance(seed, int):
+        return f"seed {seed}"
+    return "yes"

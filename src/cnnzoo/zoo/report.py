@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.utils.format import format_seconds
-from cnnzoo.zoo.catalog import accuracy_text, seed_spread
+from cnnzoo.zoo.catalog import accuracy_text, headline_accuracy, seed_spread
 from cnnzoo.zoo.measure import BENCHMARK_URL, PUBLISHED, TRIO, machine_text
+from cnnzoo.zoo.noise import noise_section, seeds_section
 
 
 def _pct(value: float | None) -> str:
@@ -21,12 +22,12 @@ def _images(record: dict[str, Any]) -> str:
 
 
 def _seeds_accuracy(record: dict[str, Any]) -> str:
-    """The table's test accuracy: mean +- sd (points) over the record's seeds, or its one
-    number."""
+    """The table's test accuracy: mean +- sd (points) over the record's seeds, their
+    count and median, or its one number."""
     spread = seed_spread(record)
     if spread is None:
         return _pct(record["test_accuracy"])
-    return f"{accuracy_text(record)} ({spread['count']} seeds)"
+    return f"{accuracy_text(record)} ({spread['count']} seeds, median {_pct(spread['median'])})"
 
 
 def _sd(record: dict[str, Any]) -> float | None:
@@ -36,7 +37,7 @@ def _sd(record: dict[str, Any]) -> float | None:
 
 def _accuracy(records: dict[str, dict[str, Any]], name: str) -> float | None:
     record = records.get(name)
-    return None if record is None else float(record["test_accuracy"])
+    return None if record is None else headline_accuracy(record)
 
 
 def _trio_section(records: dict[str, dict[str, Any]], plot: str | None) -> list[str]:
@@ -57,7 +58,7 @@ def _trio_section(records: dict[str, dict[str, Any]], plot: str | None) -> list[
     for name in present:
         r = records[name]
         lines.append(f"| `{name}` | {r['params']:,} | {r['macs']:,} | "
-                     f"{_pct(r['test_accuracy'])} | {r['epochs']} |")
+                     f"{_pct(headline_accuracy(r))} | {r['epochs']} |")
     lines.append("")
     cnn = records.get("cnn-small")
     if cnn is not None:
@@ -66,7 +67,7 @@ def _trio_section(records: dict[str, dict[str, Any]], plot: str | None) -> list[
             if other is None:
                 continue
             ratio = other["params"] / cnn["params"]
-            points = 100 * (other["test_accuracy"] - cnn["test_accuracy"])
+            points = 100 * (headline_accuracy(other) - headline_accuracy(cnn))
             lines.append(f"- `{name}` has {ratio:,.1f}x the parameters of `cnn-small` and "
                          f"{other['macs'] / cnn['macs']:,.2f}x its mult-adds; its test accuracy "
                          f"is {abs(points):.2f} points {'higher' if points >= 0 else 'lower'}.")
@@ -97,14 +98,14 @@ def _branched_section(records: dict[str, dict[str, Any]]) -> list[str]:
         "| config | params | mult-adds | test accuracy | epochs | points per 100,000 params |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    per = {name: 1e7 * records[name]["test_accuracy"] / records[name]["params"]
+    per = {name: 1e7 * headline_accuracy(records[name]) / records[name]["params"]
            for name in present}
     for name in sorted(present, key=per.__getitem__, reverse=True):
         r = records[name]
         lines.append(f"| `{name}` | {r['params']:,} | {r['macs']:,} | "
-                     f"{_pct(r['test_accuracy'])} | {r['epochs']} | {per[name]:.1f} |")
+                     f"{_pct(headline_accuracy(r))} | {r['epochs']} | {per[name]:.1f} |")
     best = max(present, key=per.__getitem__)
-    top = max(present, key=lambda n: records[n]["test_accuracy"])
+    top = max(present, key=lambda n: headline_accuracy(records[n]))
     lines += ["", f"Best per parameter: `{best}`; most accurate: `{top}`.", ""]
     return lines
 
@@ -121,7 +122,7 @@ def _published_section(records: dict[str, dict[str, Any]]) -> list[str]:
         "| measured here |",
         "|---|---:|---|---|---:|",
     ]
-    best = max(records, key=lambda n: records[n]["test_accuracy"], default=None)
+    best = max(records, key=lambda n: headline_accuracy(records[n]), default=None)
     for item in PUBLISHED:
         ours = next((n for n in item.closest if n in records), None)
         if not item.closest:
@@ -137,13 +138,32 @@ def _published_section(records: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _seeds_command(record: dict[str, Any]) -> str:
+    """The command of seeds trained apart and added to a record (--add-seeds)."""
+    command = record.get("seeds_command")
+    return f"; its other seeds: `{command}`" if command else ""
+
+
+def _median_note(record: dict[str, Any]) -> str:
+    spread = seed_spread(record)
+    return f" (the median of {spread['count']} seeds)" if spread else ""
+
+
+def _whose_wall(record: dict[str, Any]) -> str:
+    """What a record's wall time timed: the command, or of a seeded record its own seed's
+    run (the command trained every seed)."""
+    seed = record.get("seed")
+    return f"seed {seed}'s run" if seed_spread(record) and seed is not None else "the whole command"
+
+
 def _per_parameter(name: str, ours: dict[str, Any]) -> list[str]:
     """The best config here against every published row, parameter for parameter."""
     lines = [
         f"### `{name}`, the best here, per parameter", "",
         f"`{name}`: {ours['params']:,} parameters, {ours['macs']:,} mult-adds per image, "
-        f"{_pct(ours['test_accuracy'])} test accuracy after {ours['epochs']} epochs, "
-        f"{format_seconds(ours['wall_seconds'])} for the whole command on {ours['machine']}. "
+        f"{_pct(headline_accuracy(ours))} test accuracy{_median_note(ours)} after "
+        f"{ours['epochs']} epochs, "
+        f"{format_seconds(ours['wall_seconds'])} for {_whose_wall(ours)} on {ours['machine']}. "
         "The table gives no parameter counts but CapsNet's; the others are counted from the "
         "architectures it names.", "",
         "| published model | params | counted as | params / ours | test accuracy "
@@ -152,45 +172,62 @@ def _per_parameter(name: str, ours: dict[str, Any]) -> list[str]:
     ]
     for item in PUBLISHED:
         ratio = item.params / ours["params"]
-        points = 100 * (item.accuracy - ours["test_accuracy"])
+        points = 100 * (item.accuracy - headline_accuracy(ours))
         # How much accuracy each tenfold of parameters bought over ours (log-scale slope).
         slope = "-" if abs(ratio - 1) < 0.05 else f"{points / math.log10(ratio):+.2f}"
         lines.append(f"| {item.model} | {item.params:,} | {item.params_source} | {ratio:,.2f}x "
                      f"| {_pct(item.accuracy)} ({points:+.2f}) | {slope} |")
     lines += ["", "In brackets: points above (+) or below (-) "
-              f"`{name}`'s {_pct(ours['test_accuracy'])}. The last column is the slope of the "
+              f"`{name}`'s {_pct(headline_accuracy(ours))}. The last column is the slope of the "
               "line from ours to the row on a log scale of parameters: the points of accuracy "
               "that each tenfold of parameters bought (or cost, when negative).", ""]
     return lines
 
 
-def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
-                    skipped: dict[str, str], machine: dict[str, Any], budget: str,
-                    invocation: str, plot: str | None) -> str:
-    """docs/results.md from the measured records (by config name, shown in `order`)."""
+def _header(machine: dict[str, Any] | None, budget: str, invocation: str) -> list[str]:
+    """The report's opening: what wrote it, the machine and budget of that run (none
+    when it trained nothing), and the legend."""
     lines = [
         "# Measured results", "",
         "Written by `scripts/zoo_results.py`; every number below comes from a `cnnzoo train` "
-        "run on the real Fashion-MNIST started by that script, with the date and exact command "
-        "of each row. The whole set is 54,000 training images (10% of the 60,000 are held out "
-        "for validation) and 10,000 test images, used once, at the end. This file was last "
-        "written by:", "",
+        "run on the real Fashion-MNIST started by that script (or by the command named for "
+        "seeds added to a row), with the date and exact command of each row. The whole set "
+        "is 54,000 training images (10% of the 60,000 are held out for validation) and "
+        "10,000 test images, used once, at the end. This file was last written by:", "",
         f"    {invocation}", "",
         "which keeps the rows of configs it did not train (`--only`), each with its own date and "
         "command; `.venv/bin/python scripts/zoo_results.py --fresh` measures them all again.", "",
-        f"- Machine of this run: {machine_text(machine)}, Python {machine['python']}, "
-        f"cnnzoo {machine['cnnzoo']}",
-        f"- Budget: {budget}",
+    ]
+    if machine is None:
+        lines.append("- That invocation trained nothing: the rows are configs/results.json's, "
+                     "each with its own machine.")
+    else:
+        lines += [f"- Machine of this run: {machine_text(machine)}, Python {machine['python']}, "
+                  f"cnnzoo {machine['cnnzoo']}", f"- Budget: {budget}"]
+    return [*lines,
         "- `adapted`: a config written for another 10-class dataset, trained here on "
         "Fashion-MNIST made to fit its input (CIFAR-10's 32x32x3: zero-padded by 2 and "
         "repeated over 3 channels).",
         "- `epochs`: \"1 of 100 epochs\" where a row trained fewer epochs than its config "
         "asks (hollow in the picture): it is not the network's best, only what that many "
         "epochs gave.",
-        "- Each row is one seed unless it gives the seeds' mean +- sd; whether two numbers "
-        "differ beyond noise: [comparing.md](comparing.md) (`cnnzoo train --seeds`, "
-        "`cnnzoo compare`).", "",
+        "- `test accuracy`: one seed's, or for a row measured with several seeds (`--seeds`) "
+        "their mean +- sd (the sample sd, in points), their count and their median. Such a "
+        "row's times, date, command and shipped weights are one seed's (named in "
+        "[Seeds](#seeds), which lists every seed), and where one number stands for it "
+        "(the sections after the table) that number is the median; the picture puts it at "
+        "the mean with an error bar of one sd. Which differences are beyond the seeds' "
+        "noise: [Within noise](#within-noise), and [comparing.md](comparing.md) "
+        "(`cnnzoo train --seeds`, `cnnzoo compare`).", "",
     ]
+
+
+def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
+                    skipped: dict[str, str], machine: dict[str, Any] | None, budget: str,
+                    invocation: str, plot: str | None) -> str:
+    """docs/results.md from the measured records (by config name, shown in `order`);
+    `machine` is None when the invocation trained nothing."""
+    lines = _header(machine, budget, invocation)
     shown = [n for n in order if n in records] + sorted(n for n in records if n not in order)
     if shown:
         lines += ["| config | params | mult-adds | test accuracy | epochs | train / test images "
@@ -205,10 +242,13 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
                 f"{format_seconds(r['train_seconds'])} | {format_seconds(r['wall_seconds'])} | "
                 f"{r['date']} | {r['machine']} |")
         lines += ["", "Commands:", ""]
-        lines += [f"- `{name}`: `{records[name]['command']}`" for name in shown]
+        lines += [f"- `{name}`: `{records[name]['command']}`" + _seeds_command(records[name])
+                  for name in shown]
         lines.append("")
     else:
         lines += ["Nothing has been measured yet.", ""]
+    lines += seeds_section(records, shown)
+    lines += noise_section(records)
     lines += _trio_section(records, plot)
     lines += _branched_section(records)
     lines += _published_section(records)
@@ -224,12 +264,19 @@ def record_points(records: dict[str, dict[str, Any]]) -> list:
     config asks, with an error bar where it has seed statistics), and the published rows."""
     from cnnzoo.utils import pictures
 
-    points = [pictures.Point(name, int(r["params"]), float(r["test_accuracy"]), name in TRIO,
+    points = [pictures.Point(name, int(r["params"]), _point_accuracy(r), name in TRIO,
                              accuracy_sd=_sd(r), limited=_cut_short(name, r))
               for name, r in sorted(records.items())]
     points += [pictures.Point(f"published: {item.model.split(',')[0].split(' (')[0]}", item.params,
                               item.accuracy, reference=True) for item in PUBLISHED]
     return points
+
+
+def _point_accuracy(record: dict[str, Any]) -> float:
+    """Where a record's point goes: its seeds' mean (the error bar is their sd), or its
+    one test accuracy."""
+    spread = seed_spread(record)
+    return float(spread["mean"] if spread else record["test_accuracy"])
 
 
 def _cut_short(name: str, record: dict[str, Any]) -> str | None:
