@@ -5,7 +5,7 @@ machine, within a time budget per config, and write down what happened.
     .venv/bin/python scripts/zoo_results.py --only lenet5 mlp --budget-minutes 5
     .venv/bin/python scripts/zoo_results.py --epochs 1 --set data.limit_train=2000 \\
         --results /tmp/zoo/results.md --configs-dir /tmp/zoo/configs   # a smoke run
-    .venv/bin/python scripts/zoo_results.py --seeds 3 --runs runs/zoo --reuse --only lenet5 mlp
+    .venv/bin/python scripts/zoo_results.py --seeds 3 --runs runs/zoo-seeds --reuse --only lenet5
     .venv/bin/python scripts/zoo_results.py --add-seeds fashion-best=runs/zoo/fashion-best-seeds
     .venv/bin/python scripts/zoo_results.py --report-only        # docs/results.md, no training
 
@@ -30,7 +30,8 @@ With --seeds N every config is trained with `cnnzoo train --seeds N` into one pa
 (runs/zoo/NAME/seed-0 ...); its record is seed 0's run (accuracy, times, command,
 shipped weights, with `seed: 0`) plus every seed's accuracy and times (`seeds`) and
 their sd. `--reuse` records a finished parent of the same config and seeds as it is
-and resumes an interrupted one (`cnnzoo train --resume PARENT`). --add-seeds
+and resumes an interrupted one (`cnnzoo train --resume PARENT`); a single run where
+the parent would go is left alone and the config reported. --add-seeds
 NAME=PARENT adds the seeds of a parent trained apart to NAME's record without
 training; --report-only rewrites the report alone. docs/results.md then lists every
 seed and marks which differences between configs are within the seeds' noise.

@@ -157,6 +157,20 @@ def test_zoo_results_with_seeds_records_each_seed_and_reuses_the_parent(script, 
     assert resumed["test_accuracy"] == runs[1]["test_accuracy"]  # the same seed, bit for bit
 
 
+def test_seeds_leave_a_single_run_in_their_place_alone(script, tmp_path, monkeypatch):
+    """A finished single run where a parent would go (runs/zoo/NAME of an earlier
+    measurement) is not deleted by --seeds --reuse: the config is reported instead."""
+    write(tmp_path / "configs" / "small.yaml", "# A test net.\n" + SMALL)
+    single = write(tmp_path / "runs" / "small" / "results.json", "{}")
+    monkeypatch.setattr(script.measure, "measure_step_seconds", lambda *a, **k: 0.01)
+    monkeypatch.setattr(script.run.subprocess, "call", lambda *a, **k: pytest.fail("trained"))
+    argv = _argv(tmp_path, "--runs", str(tmp_path / "runs"), "--seeds", "3", "--reuse",
+                 "--no-update-configs")
+    assert script.run.main(argv) == 1
+    assert single.exists()
+    assert "holds no seeds parent" in (tmp_path / "docs" / "results.md").read_text()
+
+
 def _small_record(configs, **extra) -> dict:
     plan = cnnzoo.plan_experiment(cnnzoo.load_config(configs / "small.yaml"))
     return {**RECORD, "params": plan.total_params, "macs": plan.total_macs,

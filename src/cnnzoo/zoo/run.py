@@ -324,7 +324,7 @@ def _seeds_run(m: Measurement, name: str, out: Path, command: list[str],
     """`cnnzoo train --seeds N` of a config into the parent `out`; with --reuse, a
     finished parent of the same config and seeds there is taken as it is and an
     interrupted one resumed (`cnnzoo train --resume PARENT`)."""
-    from cnnzoo.runs.seeds import SEED_RESULTS
+    from cnnzoo.runs.seeds import SEED_RESULTS, is_seed_parent
 
     options = m.options
     seeds = list(range(options.seeds or 1))
@@ -340,9 +340,13 @@ def _seeds_run(m: Measurement, name: str, out: Path, command: list[str],
                   flush=True)
         else:
             if out.exists() and options.reuse:
+                if not is_seed_parent(out):
+                    return _refuse(m, name, f"{out} holds no seeds parent (a single run of an "
+                                   "earlier measurement?); it is left alone: measure the seeds "
+                                   "into another --runs folder")
                 import shutil
 
-                shutil.rmtree(out)  # another config, other seeds, or a single run
+                shutil.rmtree(out)  # a parent of another config or other seeds
             args = command
             print(f"--- {name}: {len(seeds)} seeds of {what} each: cnnzoo {shlex.join(args)}",
                   flush=True)
@@ -354,6 +358,12 @@ def _seeds_run(m: Measurement, name: str, out: Path, command: list[str],
     date = _finished_date(results) if state == "finished" else dt.date.today().isoformat()
     return Finished(run, results, float(results["wall_seconds"]), date, seed,
                     seeded.read_summary(out))
+
+
+def _refuse(m: Measurement, name: str, reason: str) -> None:
+    m.skipped[name] = reason
+    print(f"--- {name}: not measured: {reason}", flush=True)
+    m.failed = True
 
 
 def _finished_date(results: dict[str, Any]) -> str:
