@@ -1,5 +1,7 @@
 """The batcher on its own: concurrent submissions share one run of the network, the
-queue refuses what does not fit, and a failing run reaches every waiting caller."""
+queue refuses what does not fit, and a failing run reaches every waiting caller. An
+idle network runs a lone image at once; it waits only for requests still being read,
+and never longer than max_wait. Loop turns and forward-pass counts decide, no clock."""
 
 from __future__ import annotations
 
@@ -92,3 +94,135 @@ def test_a_failing_run_fails_every_caller_of_its_batch_and_not_the_next():
         await batcher.stop()
 
     asyncio.run(main())
+
+
+HOUR = 3600.0  # a max_wait no test may sit out: waiting it would hang the test, not pass
+
+
+def recording(calls: list[list[int]]):
+    def run(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return [10 * x for x in items]
+    return run
+
+
+async def loop_turns(count: int = 20) -> None:
+    """Let every ready task run a step: the batcher decides without any clock."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_a_lone_image_on_an_idle_network_runs_at_once():
+    calls: list[list[int]] = []
+
+    async def main() -> None:
+        batcher = Batcher(recording(calls), max_batch=8, max_wait=HOUR, max_queue=8)
+        batcher.start()
+        # It would wait an hour for company under the old rule; wait_for only keeps a
+        # broken batcher from hanging the suite.
+        assert await asyncio.wait_for(batcher.submit([1]), 60) == [10]
+        assert await asyncio.wait_for(batcher.submit([2]), 60) == [20]
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert calls == [[1], [2]]
+
+
+def test_images_queued_during_a_forward_pass_run_together_next_without_waiting():
+    calls: list[list[int]] = []
+    release = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        release.wait(30)  # the first pass is busy until the test says otherwise
+        return items
+
+    async def main() -> None:
+        batcher = Batcher(run, max_batch=8, max_wait=HOUR, max_queue=8)
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await loop_turns()
+        later = [asyncio.ensure_future(batcher.submit([i])) for i in (1, 2, 3)]
+        await loop_turns()
+        assert batcher.queued == 3
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(busy, *later), 60) == [[0], [1], [2], [3]]
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert calls == [[0], [1, 2, 3]]
+
+
+def test_an_idle_network_waits_for_a_request_being_read():
+    calls: list[list[int]] = []
+
+    async def main() -> None:
+        batcher = Batcher(recording(calls), max_batch=8, max_wait=HOUR, max_queue=8)
+        batcher.start()
+        body_arrived = asyncio.Event()
+
+        async def slow_request() -> list[int]:
+            with batcher.expecting():  # its body is still arriving
+                await body_arrived.wait()
+            return await batcher.submit([2])
+
+        slow = asyncio.ensure_future(slow_request())
+        await loop_turns()
+        first = asyncio.ensure_future(batcher.submit([1]))
+        await loop_turns()
+        assert batcher.queued == 1 and calls == []  # held for the request being read
+        body_arrived.set()
+        assert await asyncio.wait_for(asyncio.gather(first, slow), 60) == [[10], [20]]
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert calls == [[1, 2]]
+
+
+def test_a_request_that_fails_while_read_does_not_hold_the_batch():
+    calls: list[list[int]] = []
+
+    async def main() -> None:
+        batcher = Batcher(recording(calls), max_batch=8, max_wait=HOUR, max_queue=8)
+        batcher.start()
+        refused = asyncio.Event()
+
+        async def bad_request() -> None:
+            with batcher.expecting():
+                await refused.wait()
+                raise ValueError("not an image")
+
+        bad = asyncio.ensure_future(bad_request())
+        await loop_turns()
+        first = asyncio.ensure_future(batcher.submit([1]))
+        await loop_turns()
+        assert batcher.queued == 1
+        refused.set()
+        assert await asyncio.wait_for(first, 60) == [10]
+        with pytest.raises(ValueError):
+            await bad
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert calls == [[1]]
+
+
+def test_max_wait_bounds_the_wait_for_a_request_being_read():
+    calls: list[list[int]] = []
+
+    async def main() -> None:
+        batcher = Batcher(recording(calls), max_batch=8, max_wait=0.01, max_queue=8)
+        batcher.start()
+        never = asyncio.Event()
+
+        async def stuck_request() -> None:
+            with batcher.expecting():  # a client that stopped sending halfway
+                await never.wait()
+
+        stuck = asyncio.ensure_future(stuck_request())
+        assert await asyncio.wait_for(batcher.submit([1]), 60) == [10]
+        stuck.cancel()
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert calls == [[1]]

@@ -9,7 +9,8 @@
     GET  /labels         the class names, by index
     GET  /metadata       the network (config name, input volume, normalisation, params,
                          the weights' SHA-256, cnnzoo's version), the batching settings
-                         and counters (requests, images, forward passes, batch sizes)
+                         and counters (requests, images, forward passes, images queued,
+                         batch sizes)
 
 Every refusal is JSON `{"error": message}` with a 4xx status (413 over the size cap,
 415 for another content type, 400 for a body that is no readable image), or 503 with
@@ -93,8 +94,9 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
 
     async def predict_one(request: Request) -> JSONResponse:
         state["requests"] += 1
-        name, data = (await _files(request, options, 1))[0]
-        item = await _decode(name, data, state["predictor"])
+        with state["batcher"].expecting():
+            name, data = (await _files(request, options, 1))[0]
+            item = await _decode(name, data, state["predictor"])
         if isinstance(item, Prediction):
             raise Refused(400, item.error or "")
         return JSONResponse((await _submit(state["batcher"], [item]))[0].as_dict())
@@ -104,9 +106,10 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
         if not _is_multipart(request):
             raise Refused(415, "POST /predict/batch takes multipart/form-data, one file part "
                           f"per image. Received: {_content_type(request) or 'no content type'}")
-        files = await _files(request, options, options.max_files)
-        items = await asyncio.gather(*(_decode(name, data, state["predictor"])
-                                       for name, data in files))
+        with state["batcher"].expecting():
+            files = await _files(request, options, options.max_files)
+            items = await asyncio.gather(*(_decode(name, data, state["predictor"])
+                                           for name, data in files))
         readable = [item for item in items if not isinstance(item, Prediction)]
         answers = iter(await _submit(state["batcher"], readable) if readable else ())
         return JSONResponse([(item if isinstance(item, Prediction) else next(answers)).as_dict()
@@ -125,7 +128,7 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
             "serving": {**asdict(options), "pid": os.getpid()},
             "counters": {"requests": state["requests"], "images": counters.images,
                          "forward_passes": counters.forward_passes,
-                         "rejected": counters.rejected,
+                         "rejected": counters.rejected, "queued": state["batcher"].queued,
                          "batch_sizes": {str(k): v for k, v in
                                          sorted(counters.batch_sizes.items())}},
         })

@@ -1,12 +1,16 @@
 """Dynamic batching: images from concurrent requests run through the network together.
 
-Each request puts its decoded images on one queue and waits. A single task takes the
-first waiting image, then more, until `max_batch` images are taken or `max_wait`
-seconds have passed since that first image arrived (images that queued while the
-previous batch ran are taken at once), and runs them as one forward pass in a thread
-of its own, so the event loop keeps reading requests meanwhile. The queue is bounded:
-a request that would overflow it is refused at once (the server answers 503) rather
-than left to wait longer than any client would.
+Each request puts its decoded images on one queue and waits; a single task runs them
+through the network in batches of up to `max_batch`, in a thread of its own, so the
+event loop keeps reading requests meanwhile. A batch starts as soon as the network is
+free: images that queued while the previous batch ran go together at once, and an
+image that finds the network idle does not wait for a batch to fill. It waits only for
+requests that the server is reading or decoding at that moment (`expecting`), which
+are a fraction of a millisecond away, and for at most `max_wait` seconds from its own
+arrival: so a lone request costs one forward pass and no wait, while a burst of
+requests shares one. The queue is bounded: a request that would overflow it is
+refused at once (the server answers 503) rather than left to wait longer than any
+client would.
 
 On a CPU, batching buys what GEMM efficiency buys; its main gift is that N waiting
 requests cost one forward pass instead of N, each with its own overhead.
@@ -17,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +63,9 @@ class Batcher:
         self.max_wait = max_wait
         self.max_queue = max_queue
         self.counters = Counters()
-        self._queue: asyncio.Queue[Waiting] = asyncio.Queue()
+        self._queue: deque[Waiting] = deque()
+        self._expected = 0  # requests being read or decoded, whose images are on their way
+        self._news = asyncio.Event()  # set when an image is queued or an expected one is not
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cnnzoo-forward")
         self._task: asyncio.Task | None = None
 
@@ -68,45 +74,64 @@ class Batcher:
 
     async def stop(self) -> None:
         """Answer what is queued, then stop (the server is draining)."""
-        while not self._queue.empty():
-            await asyncio.sleep(self.max_wait or 0.001)
+        while self._queue:
+            await asyncio.sleep(0.001)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._executor.shutdown(wait=True)
 
+    @property
+    def queued(self) -> int:
+        """Images waiting for a forward pass now (not those in the one running)."""
+        return len(self._queue)
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Around reading and decoding a request: a batch that would start meanwhile
+        waits for its images (at most `max_wait`). Leave it before `submit`."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+            self._news.set()
+
     async def submit(self, items: list[Any]) -> list[Any]:
         """The results for `items`, once their batches have run; QueueFull when they
         do not fit in the queue (then none of them is queued)."""
-        if self._queue.qsize() + len(items) > self.max_queue:
+        if len(self._queue) + len(items) > self.max_queue:
             self.counters.rejected += len(items)
-            raise QueueFull(f"{self._queue.qsize()} images are waiting already (at most "
+            raise QueueFull(f"{len(self._queue)} images are waiting already (at most "
                             f"{self.max_queue})")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         waiting = [Waiting(item, loop.create_future(), now) for item in items]
-        for entry in waiting:
-            self._queue.put_nowait(entry)
+        self._queue.extend(waiting)
+        self._news.set()
         return list(await asyncio.gather(*(entry.future for entry in waiting)))
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            deadline = batch[0].arrived + self.max_wait
-            while len(batch) < self.max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
-                    break
+            while not self._queue:
+                self._news.clear()
+                await self._news.wait()
+            await self._gather(self._queue[0].arrived + self.max_wait)
+            batch = [self._queue.popleft()
+                     for _ in range(min(self.max_batch, len(self._queue)))]
             await self._run(loop, batch)
+
+    async def _gather(self, deadline: float) -> None:
+        """Wait until the batch is full, nothing more is on its way, or `deadline`."""
+        while len(self._queue) < self.max_batch and self._expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._news.clear()
+            with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError from 3.11 on
+                await asyncio.wait_for(self._news.wait(), left)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Waiting]) -> None:
         try:
