@@ -14,21 +14,23 @@
 
 Every refusal is JSON `{"error": message}` with a 4xx status (413 over the size cap,
 415 for another content type, 400 for a body that is no readable image), or 503 with
-`Retry-After` when the queue is full; the server goes on serving either way. Images
-are decoded in threads and the network runs in a thread of the batcher's, so the
-event loop only moves bytes.
+`Retry-After` when the queue is full; the server goes on serving either way. The
+network runs in a thread of the batcher's and large images are decoded in threads, so
+the event loop only moves bytes and decodes thumbnails (which cost less than the hop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -69,6 +71,12 @@ class Refused(Exception):
 
 RAW_TYPES = ("image/", "application/octet-stream")
 RETRY_AFTER_SECONDS = 1
+# Images this small (body and pixels, both) are decoded on the event loop: for them (a
+# 28 x 28 PNG takes 0.1 ms) the hop to a thread and back costs as much CPU as the
+# decoding, and two thread wake-ups. Anything larger goes to a thread, so that neither
+# a photograph nor a body padded with metadata holds up the other requests.
+INLINE_BYTES = 64 << 10
+INLINE_PIXELS = 64 * 64
 
 
 def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Starlette:
@@ -151,10 +159,25 @@ async def _submit(batcher: Batcher, items: list[tuple[str, np.ndarray]]) -> list
 async def _decode(name: str, data: bytes, predictor: Predictor
                   ) -> tuple[str, np.ndarray] | Prediction:
     """(name, pixels), or a Prediction that carries the error of an unreadable image."""
+    source = NamedBytes(data, name)
     try:
-        return name, await run_in_threadpool(decode, NamedBytes(data, name), predictor.volume)
+        if _small(data):
+            return name, decode(source, predictor.volume)
+        return name, await run_in_threadpool(decode, source, predictor.volume)
     except DataError as exc:
         return Prediction(name, error=str(exc), kind=predictor.kind)
+
+
+def _small(data: bytes) -> bool:
+    """Whether an image is small enough to decode on the event loop, by its size and
+    its header's width and height (Pillow reads no pixels for those; 0.01 ms)."""
+    if len(data) > INLINE_BYTES:
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.width * img.height <= INLINE_PIXELS
+    except Exception:  # not an image, a pixel bomb: the reader, in a thread, says which
+        return False
 
 
 async def _files(request: Request, options: ServeOptions, most: int) -> list[tuple[str, bytes]]:
