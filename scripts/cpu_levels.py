@@ -14,8 +14,8 @@ each level. Lesser CPUs are emulated on a better one by capping oneDNN, ATen and
 together (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS), as a CPU
 without those instructions would run; a level above the machine's own (AMX on a CPU
 without it) cannot be emulated and is skipped. Targets: the median of the seeds at
-least 93.0% where the level has bf16 (amx, avx512_bf16), 92.0% elsewhere, and at most
-120 s for the whole command.
+least 93.0% in at most 60 s for the whole command where the level has bf16 (amx,
+avx512_bf16), 92.0% in at most 90 s elsewhere.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ LEVELS = {
 NEEDS = {"amx": {"amx_bf16", "amx_tile"}, "avx512_bf16": {"avx512_bf16"},
          "avx512": {"avx512f", "avx512bw"}, "avx2": {"avx2"}}
 ACCURACY_GOAL = {"amx": 0.93, "avx512_bf16": 0.93, "avx512": 0.92, "avx2": 0.92}
-SECONDS_GOAL = 120.0
+# The whole command: a minute where the CPU computes bf16 natively, 90 s without.
+SECONDS_GOAL = {"amx": 60.0, "avx512_bf16": 60.0, "avx512": 90.0, "avx2": 90.0}
 STARTUP_GOALS = {"--help": 0.15, "summary": 0.25}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,13 +105,13 @@ def cpu_description() -> tuple[str, set[str]]:
 def level_row(level: str, runs: list[dict]) -> str:
     accuracy = statistics.median(r["accuracy"] for r in runs)
     seconds = statistics.median(r["seconds"] for r in runs)
-    met = accuracy >= ACCURACY_GOAL[level] and seconds <= SECONDS_GOAL
+    met = accuracy >= ACCURACY_GOAL[level] and seconds <= SECONDS_GOAL[level]
     seeds = ", ".join(f"{r['accuracy']:.2%} in {r['seconds']:.1f} s" for r in runs)
     epochs = statistics.median(r["epochs"] or 0 for r in runs)
     speed = statistics.median(r["images_per_s"] for r in runs)
     return (f"| {level} | {runs[0]['precision']} | {epochs:.2f} | {speed:,.0f} | "
             f"**{accuracy:.2%}** | **{seconds:.1f} s** | >= {ACCURACY_GOAL[level]:.0%}, "
-            f"<= {SECONDS_GOAL:g} s: {'met' if met else 'missed'} | {seeds} |")
+            f"<= {SECONDS_GOAL[level]:g} s: {'met' if met else 'missed'} | {seeds} |")
 
 
 def main() -> None:
