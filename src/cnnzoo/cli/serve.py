@@ -32,8 +32,9 @@ def serve(
         int, typer.Option("--max-batch", min=1, help="images per forward pass at most")
     ] = 64,
     max_wait_ms: Annotated[
-        float, typer.Option("--max-wait-ms", min=0, help="how long a request waits for others "
-                            "to share its forward pass")
+        float, typer.Option("--max-wait-ms", min=0, help="the longest an idle network waits for "
+                            "requests still being read to share its forward pass (a busy one "
+                            "takes what queued while it ran)")
     ] = 5.0,
     max_queue: Annotated[
         int, typer.Option("--max-queue", min=1, help="images waiting at most; more are "
