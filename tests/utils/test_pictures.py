@@ -1,7 +1,7 @@
 """cnnzoo.utils.pictures: mosaics, filter tiles, volume grids and the figures, checked
 against arrays worked out by hand; and the accuracy-against-parameters picture reads at a
-glance: no label covers another label, a marker, a line or the legend; runs cut short and
-published rows look different."""
+glance: no label covers another label, a marker, a line or the legend; runs cut short, runs
+a time budget stopped and published rows look different."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _shared_area(a, b) -> float:
     return max(min(a.x1, b.x1) - max(a.x0, b.x0), 0) * max(min(a.y1, b.y1) - max(a.y0, b.y0), 0)
 
 
-def _assert_readable(points: list[pictures.Point]) -> None:
+def assert_readable(points: list[pictures.Point]) -> None:
     fig = pictures.accuracy_params_figure(points, "t", highlight_label="trio")
     ax, renderer, labels = _boxes(fig)
     assert len(labels) == len(points)
@@ -52,14 +52,14 @@ def _assert_readable(points: list[pictures.Point]) -> None:
 def test_the_bundled_records_picture_has_no_overlapping_labels() -> None:
     records = read_measured()
     assert records, "the bundled records are missing"
-    _assert_readable(record_points(records))
+    assert_readable(record_points(records))
 
 
 def test_a_crowd_of_points_still_gets_separate_labels() -> None:
     # Ten nets within a few percent of parameters and a tenth of a point of each other.
     crowd = [pictures.Point(f"net-{i}", 10_000 + 300 * i, 0.90 + 0.0001 * i) for i in range(10)]
     spread = [pictures.Point("far", 5_000_000, 0.6), pictures.Point("low", 2_000, 0.5)]
-    _assert_readable(crowd + spread)
+    assert_readable(crowd + spread)
 
 
 def test_cut_short_runs_are_hollow_and_published_rows_are_crosses() -> None:
@@ -90,6 +90,28 @@ def test_a_record_trained_fewer_epochs_than_its_config_says_so() -> None:
     })}
     assert points["lenet5"].limited is not None and points["lenet5"].limited.startswith("1 of ")
     assert points["fashion-best"].limited is None  # its config trains to a time budget
+
+
+def test_budget_stopped_runs_are_hollow_squares_named_in_the_legend() -> None:
+    points = [pictures.Point("full", 1_000, 0.9),
+              pictures.Point("short", 2_000, 0.7, limited="1 of 30 epochs"),
+              pictures.Point("timed", 4_000, 0.8, limited="2.46 of 100 epochs (15m budget)",
+                             budgeted=True)]
+    fig = pictures.accuracy_params_figure(points)
+    ax, _, labels = _boxes(fig)
+    assert "timed\n2.46 of 100 epochs (15m budget)" in labels
+    by_label = {c.get_label(): c for c in ax.collections}
+    square, circle = by_label["configs stopped by a time budget"], by_label[
+        "configs cut short (epochs)"]
+    assert [tuple(o) for o in square.get_offsets()] == [(4_000, 80.0)]
+    assert [tuple(o) for o in circle.get_offsets()] == [(2_000, 70.0)]
+    for hollow in (square, circle):
+        assert hollow.get_facecolor().size == 0 or hollow.get_facecolor()[0][3] == 0
+    # A square's outline has its four corners (and the closing one); a circle's, curves.
+    assert len(square.get_paths()[0].vertices) == 5
+    assert len(circle.get_paths()[0].vertices) > 5
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "configs stopped by a time budget" in legend
 
 
 def test_mosaic_places_tiles_row_by_row():

@@ -300,6 +300,7 @@ class Point:
     highlight: bool = False
     accuracy_sd: float | None = None  # over seeds, a fraction; drawn as an error bar
     limited: str | None = None  # why it trained less than its config asks, e.g. "1 epoch"
+    budgeted: bool = False  # a time budget, not its epochs, stopped it (with `limited`)
     reference: bool = False  # a published result, not a run of this zoo
 
 
@@ -315,7 +316,8 @@ def accuracy_params_figure(points: Sequence[Point], title: str = "",
                            highlight_label: str = "") -> Figure:
     """Test accuracy against parameters, log-scale x, every point labelled where its label
     overlaps no other; highlighted points are drawn in their own colour and joined in order
-    of size, runs cut short hollow, published results as grey crosses."""
+    of size, runs cut short hollow (circles; squares where a time budget stopped them),
+    published results as grey crosses."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig = _figure(10, 6.5)
@@ -324,8 +326,12 @@ def accuracy_params_figure(points: Sequence[Point], title: str = "",
     groups = (
         ([p for p in runs if not p.highlight and not p.limited], dict(color="C0", marker="o"),
          "configs"),
-        ([p for p in runs if not p.highlight and p.limited],
+        ([p for p in runs if not p.highlight and p.limited and not p.budgeted],
          dict(facecolors="none", edgecolors="C0", marker="o"), "configs cut short (epochs)"),
+        # Its own shape: a budget-stopped run trained a fitted schedule, not a truncated one.
+        ([p for p in runs if not p.highlight and p.limited and p.budgeted],
+         dict(facecolors="none", edgecolors="C0", marker="s"),
+         "configs stopped by a time budget"),
         ([p for p in points if p.reference], dict(color="0.45", marker="x"), "published"),
     )
     for group, style, label in groups:
