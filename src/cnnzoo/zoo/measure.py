@@ -298,7 +298,20 @@ def make_record(results: dict[str, Any], info: dict[str, Any], command: list[str
         "date": date,
         "adapted": list(adaptation),
         "command": " ".join([*(env or []), shlex.join(["cnnzoo", *pasteable(command)])]),
+        **run_settings(results),
     }
+
+
+# What results.json says of how a run was set up, kept where it says it: the report tells
+# a run its budget stopped from one its epochs ended, and the rule rows shared
+# (`zoo.rules`), from these rather than from today's config.
+RUN_SETTINGS = ("epochs_configured", "time_budget", "precision")
+
+
+def run_settings(results: dict[str, Any]) -> dict[str, Any]:
+    """The epochs a run was set to, its time budget and the precision it trained in,
+    those of them its results.json has."""
+    return {key: results[key] for key in RUN_SETTINGS if results.get(key) is not None}
 
 
 def pasteable(command: list[str]) -> list[str]:
