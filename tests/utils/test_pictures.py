@@ -88,8 +88,10 @@ def test_a_record_trained_fewer_epochs_than_its_config_says_so() -> None:
         "lenet5": {"params": 61706, "test_accuracy": 0.9, "epochs": 1},
         "fashion-best": {"params": 1, "test_accuracy": 0.95, "epochs": 43.02},
     })}
-    assert points["lenet5"].limited is not None and points["lenet5"].limited.startswith("1 of ")
-    assert points["fashion-best"].limited is None  # its config trains to a time budget
+    assert points["lenet5"].limited == "1 of 10 epochs" and not points["lenet5"].budgeted
+    # Its config's own time budget stopped it: the label says so and the marker differs.
+    assert points["fashion-best"].limited == "43.02 of 90 epochs (50m budget)"
+    assert points["fashion-best"].budgeted
 
 
 def test_budget_stopped_runs_are_hollow_squares_named_in_the_legend() -> None:

@@ -10,6 +10,7 @@ from cnnzoo.utils.format import format_seconds
 from cnnzoo.zoo.catalog import accuracy_text, headline_accuracy, seed_spread
 from cnnzoo.zoo.measure import BENCHMARK_URL, PUBLISHED, TRIO, machine_text
 from cnnzoo.zoo.noise import noise_section, seeds_section
+from cnnzoo.zoo.rules import epochs_cell, epochs_run, rule_lines
 
 
 def _pct(value: float | None) -> str:
@@ -58,7 +59,7 @@ def _trio_section(records: dict[str, dict[str, Any]], plot: str | None) -> list[
     for name in present:
         r = records[name]
         lines.append(f"| `{name}` | {r['params']:,} | {r['macs']:,} | "
-                     f"{_pct(headline_accuracy(r))} | {r['epochs']} |")
+                     f"{_pct(headline_accuracy(r))} | {epochs_cell(name, r)} |")
     lines.append("")
     cnn = records.get("cnn-small")
     if cnn is not None:
@@ -103,7 +104,8 @@ def _branched_section(records: dict[str, dict[str, Any]]) -> list[str]:
     for name in sorted(present, key=per.__getitem__, reverse=True):
         r = records[name]
         lines.append(f"| `{name}` | {r['params']:,} | {r['macs']:,} | "
-                     f"{_pct(headline_accuracy(r))} | {r['epochs']} | {per[name]:.1f} |")
+                     f"{_pct(headline_accuracy(r))} | {epochs_cell(name, r)} | "
+                     f"{per[name]:.1f} |")
     best = max(present, key=per.__getitem__)
     top = max(present, key=lambda n: headline_accuracy(records[n]))
     lines += ["", f"Best per parameter: `{best}`; most accurate: `{top}`.", ""]
@@ -156,13 +158,19 @@ def _whose_wall(record: dict[str, Any]) -> str:
     return f"seed {seed}'s run" if seed_spread(record) and seed is not None else "the whole command"
 
 
+def _epochs_text(name: str, record: dict[str, Any]) -> str:
+    """'10 epochs', or how far a run got and what stopped it (`EpochsRun.text`)."""
+    run = epochs_run(name, record)
+    return (run.text() if run else None) or f"{record['epochs']} epochs"
+
+
 def _per_parameter(name: str, ours: dict[str, Any]) -> list[str]:
     """The best config here against every published row, parameter for parameter."""
     lines = [
         f"### `{name}`, the best here, per parameter", "",
         f"`{name}`: {ours['params']:,} parameters, {ours['macs']:,} mult-adds per image, "
         f"{_pct(headline_accuracy(ours))} test accuracy{_median_note(ours)} after "
-        f"{ours['epochs']} epochs, "
+        f"{_epochs_text(name, ours)}, "
         f"{format_seconds(ours['wall_seconds'])} for {_whose_wall(ours)} on {ours['machine']}. "
         "The table gives no parameter counts but CapsNet's; the others are counted from the "
         "architectures it names.", "",
@@ -184,9 +192,10 @@ def _per_parameter(name: str, ours: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _header(machine: dict[str, Any] | None, budget: str, invocation: str) -> list[str]:
+def _header(machine: dict[str, Any] | None, budget: str, invocation: str,
+            rules: list[str]) -> list[str]:
     """The report's opening: what wrote it, the machine and budget of that run (none
-    when it trained nothing), and the legend."""
+    when it trained nothing), the legend and the rules that rows shared (`rule_lines`)."""
     lines = [
         "# Measured results", "",
         "Written by `scripts/zoo_results.py`; every number below comes from a `cnnzoo train` "
@@ -209,8 +218,11 @@ def _header(machine: dict[str, Any] | None, budget: str, invocation: str) -> lis
         "Fashion-MNIST made to fit its input (CIFAR-10's 32x32x3: zero-padded by 2 and "
         "repeated over 3 channels).",
         "- `epochs`: \"1 of 100 epochs\" where a row trained fewer epochs than its config "
-        "asks (hollow in the picture): it is not the network's best, only what that many "
-        "epochs gave.",
+        "asks (a hollow circle in the picture), \"2.46 of 100 epochs (15m budget)\" where a "
+        "time budget (`train.time_budget`, the config's or the command's) stopped it first, "
+        "its schedule fitted to the steps that fit (a hollow square): either is not the "
+        "network's best, only what that much training gave.",
+        *rules,
         "- `test accuracy`: one seed's, or for a row measured with several seeds (`--seeds`) "
         "their mean +- sd (the sample sd, in points), their count and their median. Such a "
         "row's times, date, command and shipped weights are one seed's (named in "
@@ -227,8 +239,8 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
                     invocation: str, plot: str | None) -> str:
     """docs/results.md from the measured records (by config name, shown in `order`);
     `machine` is None when the invocation trained nothing."""
-    lines = _header(machine, budget, invocation)
     shown = [n for n in order if n in records] + sorted(n for n in records if n not in order)
+    lines = _header(machine, budget, invocation, rule_lines(records, shown))
     if shown:
         lines += ["| config | params | mult-adds | test accuracy | epochs | train / test images "
                   "| train time | wall time | date | machine |",
@@ -238,7 +250,7 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
             note = " (adapted)" if r["adapted"] else ""
             lines.append(
                 f"| `{name}`{note} | {r['params']:,} | {r['macs']:,} | "
-                f"{_seeds_accuracy(r)} | {_cut_short(name, r) or r['epochs']} | {_images(r)} | "
+                f"{_seeds_accuracy(r)} | {epochs_cell(name, r)} | {_images(r)} | "
                 f"{format_seconds(r['train_seconds'])} | {format_seconds(r['wall_seconds'])} | "
                 f"{r['date']} | {r['machine']} |")
         lines += ["", "Commands:", ""]
@@ -261,12 +273,16 @@ def render_markdown(records: dict[str, dict[str, Any]], order: list[str],
 
 def record_points(records: dict[str, dict[str, Any]]) -> list:
     """The picture's points: every record (hollow where it trained fewer epochs than its
-    config asks, with an error bar where it has seed statistics), and the published rows."""
+    config asks, square where a time budget stopped it, with an error bar where it has
+    seed statistics), and the published rows."""
     from cnnzoo.utils import pictures
 
-    points = [pictures.Point(name, int(r["params"]), _point_accuracy(r), name in TRIO,
-                             accuracy_sd=_sd(r), limited=_cut_short(name, r))
-              for name, r in sorted(records.items())]
+    points = []
+    for name, r in sorted(records.items()):
+        run = epochs_run(name, r)
+        points.append(pictures.Point(
+            name, int(r["params"]), _point_accuracy(r), name in TRIO, accuracy_sd=_sd(r),
+            limited=run.text() if run else None, budgeted=bool(run and run.budget_stopped)))
     points += [pictures.Point(f"published: {item.model.split(',')[0].split(' (')[0]}", item.params,
                               item.accuracy, reference=True) for item in PUBLISHED]
     return points
@@ -277,22 +293,6 @@ def _point_accuracy(record: dict[str, Any]) -> float:
     one test accuracy."""
     spread = seed_spread(record)
     return float(spread["mean"] if spread else record["test_accuracy"])
-
-
-def _cut_short(name: str, record: dict[str, Any]) -> str | None:
-    """'1 of 30 epochs' where a record trained fewer epochs than its bundled config asks
-    for without a time budget of its own; None otherwise."""
-    from cnnzoo.config.bundled import bundled_configs
-    from cnnzoo.config.experiment import load_config
-
-    path = bundled_configs().get(name)
-    ran = record.get("epochs_run") or record.get("epochs")
-    if path is None or ran is None:
-        return None
-    train = load_config(path).train
-    if train.time_budget is None and float(ran) < train.epochs - 1e-9:
-        return f"{float(ran):g} of {train.epochs} epochs"
-    return None
 
 
 def plot_records(records: dict[str, dict[str, Any]], path: Path) -> Path | None:
