@@ -26,7 +26,6 @@ CPU per request of http.client in threads with a new connection each.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gzip
 import http.client
 import importlib.util
@@ -44,9 +43,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from cnnzoo.serve.loadtest import latencies, saturate  # noqa: E402
+
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-# A kept-alive connection idle this long is not reused: uvicorn closes them after 5 s.
-KEEP_ALIVE_SECONDS = 2.0
 
 
 def png_bodies(count: int) -> list[bytes]:
@@ -106,93 +106,6 @@ class Server:
         self.process.wait(60)
 
 
-def post(body: bytes) -> bytes:
-    """A POST /predict of `body` as a PNG, as the bytes on the wire (HTTP/1.1 keeps the
-    connection open)."""
-    return (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)) + body
-
-
-async def answer(reader: asyncio.StreamReader) -> int:
-    """Reads one response off the connection; its status."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(head[9:12])
-
-
-def saturate(server: Server, bodies: list[bytes], clients: int, seconds: float) -> float:
-    """Requests/s with `clients` closed-loop clients for `seconds`."""
-
-    async def client(k: int, stop: float) -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        answered, i = 0, k
-        while time.monotonic() < stop:
-            writer.write(post(bodies[i % len(bodies)]))
-            answered += await answer(reader) == 200
-            i += clients
-        writer.close()
-        return answered
-
-    async def run() -> float:
-        start = time.monotonic()
-        done = await asyncio.gather(*(client(k, start + seconds) for k in range(clients)))
-        return sum(done) / (time.monotonic() - start)
-
-    return asyncio.run(asyncio.wait_for(run(), seconds + 120))
-
-
-def latencies(server: Server, bodies: list[bytes], rate: float, seconds: float
-              ) -> tuple[list[float], list[float]]:
-    """Seconds from sending each request to its answer, requests due at `rate`/s; and
-    how late each was sent.
-
-    Open loop: a request is sent when it is due, on an idle kept-alive connection or a
-    new one when all are busy, so a slow answer cannot hold back the next request. It
-    is timed from when it is sent: asyncio's timers wake up to a millisecond late (epoll
-    counts milliseconds), and that lateness is the client's, reported apart."""
-    total = max(1, int(rate * seconds))
-    idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
-    measured: list[float] = []
-    late: list[float] = []
-
-    async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        while idle:  # the most recently used first; the server closes long-idle ones
-            used, reader, writer = idle.pop()
-            if time.monotonic() - used < KEEP_ALIVE_SECONDS:
-                return reader, writer
-            writer.close()
-        return await asyncio.open_connection("127.0.0.1", server.port)
-
-    async def send(k: int, due: float) -> None:
-        sent = time.monotonic()
-        late.append(sent - due)
-        reader, writer = await connection()
-        writer.write(post(bodies[k % len(bodies)]))
-        if await answer(reader) != 200:
-            sys.exit(f"the server refused a request at {rate:.0f} requests/s")
-        measured.append(time.monotonic() - sent)
-        idle.append((time.monotonic(), reader, writer))
-
-    async def run() -> None:
-        start = time.monotonic() + 0.2
-        sending = []
-        for k in range(total):
-            due = start + k / rate
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            sending.append(asyncio.ensure_future(send(k, due)))
-        await asyncio.gather(*sending)
-        for _, _, writer in idle:
-            writer.close()
-
-    asyncio.run(asyncio.wait_for(run(), seconds + 120))
-    return measured, late
-
-
 def forward_seconds(predictor, size: int, bodies: list[bytes], budget: float = 0.3) -> float:
     """The best time of one batch of `size` through the bare network."""
     import torch
@@ -214,17 +127,17 @@ def forward_seconds(predictor, size: int, bodies: list[bytes], budget: float = 0
 def measure(config: str, bodies: list[bytes], args: argparse.Namespace) -> dict:
     server = Server(config, args.max_batch, args)
     try:
-        saturate(server, bodies, args.clients, 1.0)  # warm the connections and caches
+        saturate(server.port, bodies, args.clients, 1.0)  # warm the connections and caches
         before = server.batch_sizes()
-        saturated = saturate(server, bodies, args.clients, args.seconds)
+        saturated = saturate(server.port, bodies, args.clients, args.seconds)
         formed = server.batch_sizes() - before
-        times, late = latencies(server, bodies, saturated / 2, args.seconds)
+        times, late = latencies(server.port, bodies, saturated / 2, args.seconds)
     finally:
         server.stop()
     single = Server(config, 1, args)
     try:
-        saturate(single, bodies, args.clients, 1.0)
-        unbatched = saturate(single, bodies, args.clients, args.seconds)
+        saturate(single.port, bodies, args.clients, 1.0)
+        unbatched = saturate(single.port, bodies, args.clients, args.seconds)
     finally:
         single.stop()
     from cnnzoo.tools.predict.predictor import Predictor
@@ -258,7 +171,10 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     bodies = png_bodies(256)
-    rows = [measure(config, bodies, args) for config in args.configs]
+    try:
+        rows = [measure(config, bodies, args) for config in args.configs]
+    except RuntimeError as exc:  # a refused request: the measurement means nothing
+        sys.exit(str(exc))
     print(f"{args.clients} clients, {args.seconds:g} s per rate, --max-batch "
           f"{args.max_batch}, --max-wait-ms {args.max_wait_ms:g}, --backend {args.backend}, "
           f"threads {args.threads or 'torch default'}, {os.cpu_count()} CPUs, HTTP parsed by "

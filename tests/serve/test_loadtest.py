@@ -1,0 +1,95 @@
+"""The load generator of scripts/bench_serve.py against a bare asyncio HTTP server that
+counts what it is sent: every request arrives whole and every answer is read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from cnnzoo.serve.loadtest import answer, latencies, post, saturate
+
+
+class CountingServer:
+    """An HTTP/1.1 server on 127.0.0.1 that answers each POST with 200 and a 2-byte
+    body, keeping connections open, in a thread of its own."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.bodies: list[bytes] = []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._connection, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                self.bodies.append(await reader.readexactly(length))
+                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % self.status)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def server():
+    running = CountingServer()
+    yield running
+    running.stop()
+
+
+def test_post_is_one_whole_request() -> None:
+    wire = post(b"\x89PNG")
+    assert wire.startswith(b"POST /predict HTTP/1.1\r\n")
+    assert b"Content-Length: 4\r\n\r\n\x89PNG" in wire
+
+
+def test_answer_reads_status_and_body() -> None:
+    async def read() -> tuple[int, bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabcNEXT")
+        status = await answer(reader)
+        return status, await reader.read(4)
+
+    assert asyncio.run(read()) == (503, b"NEXT")  # the body is consumed, not the next one
+
+
+def test_saturate_counts_answered_requests(server: CountingServer) -> None:
+    rate = saturate(server.port, [b"a", b"bb", b"ccc"], clients=4, seconds=0.3)
+    assert rate > 0
+    assert set(server.bodies) <= {b"a", b"bb", b"ccc"}
+    # each client cycles through the bodies from its own offset
+    assert {b"a", b"bb", b"ccc"} <= set(server.bodies)
+
+
+def test_latencies_sends_the_scheduled_count(server: CountingServer) -> None:
+    times, late = latencies(server.port, [b"x"], rate=100.0, seconds=0.2)
+    assert len(times) == len(late) == 20 == len(server.bodies)
+    assert all(t > 0 for t in times)
+
+
+def test_a_refused_request_is_an_error() -> None:
+    refusing = CountingServer(status=503)
+    try:
+        with pytest.raises(RuntimeError, match="refused"):
+            latencies(refusing.port, [b"x"], rate=50.0, seconds=0.1)
+    finally:
+        refusing.stop()
