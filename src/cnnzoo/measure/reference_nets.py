@@ -39,11 +39,12 @@ class SpeedrunNet(nn.Module):
                     nn.BatchNorm2d(cout), nn.ReLU()]
 
         self.features = nn.Sequential(
-            *conv_pool_bn(1, 32),
-            *conv_pool_bn(32, 64), *_conv_bn(64, 64),
+            *conv_pool_bn(1, 18),  # the whitening layer: its weights are set, not learned
+            *conv_pool_bn(18, 64), *_conv_bn(64, 64),
             *conv_pool_bn(64, 128), *_conv_bn(128, 128),
         )
         self.fc = nn.Linear(128, 10)
+        self.features[0].weight.requires_grad_(False)  # frozen, as init: whitening leaves it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).mean(dim=(2, 3)))
