@@ -145,7 +145,9 @@ def write_outputs(options: Options, records: dict[str, dict[str, Any]], configs:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     plot = plot_records(records, results_path.parent / zoo_measure.PLOT)
     budget_text = (f"{format_seconds(budget)} of estimated training time per config; epochs "
-                   "are capped to fit" if budget else "none; every config trains its own epochs")
+                   "are capped to fit" if budget else
+                   "no cap from --budget-minutes; every config trains its own epochs, or what "
+                   "its `train.time_budget` allows")
     invocation = shlex.join([".venv/bin/python", "scripts/zoo_results.py",
                              *shown_argv(options.argv)])
     markdown = render_markdown(records, list(configs), skipped, machine, budget_text, invocation,
