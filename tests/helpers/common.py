@@ -43,6 +43,25 @@ def slow_cases(values, *slow) -> list:
     return [pytest.param(v, marks=pytest.mark.slow) if v in slow else v for v in values]
 
 
+# A tiny batchnorm CNN on 28x28x1 images and its SGD training, without the last train
+# key: the tests of a training option append theirs ("  ema: {decay: 0.9}\n").
+TINY_BN_RUN = """
+model:
+  layers:
+    - input: {width: 28, height: 28, depth: 1}
+    - conv: {filters: 4, kernel: 3, padding: same}
+    - batchnorm
+    - relu
+    - pool: 4
+    - fc: 10
+data: {dataset: fashion_mnist, val_split: 0.1, augment: {flip: true}}
+train:
+  epochs: 2
+  batch_size: 24
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+"""
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -15,28 +15,10 @@ from cnnzoo.runs.checkpoint import load_state, load_weights
 from cnnzoo.training.ema import WeightAverage
 from cnnzoo.training.stopping import Interrupted
 from cnnzoo.training.trainer import fit
-from tests.helpers.common import write
+from tests.helpers.common import TINY_BN_RUN, write
 from tests.helpers.datafiles import write_mnist
 
-TINY = """
-model:
-  layers:
-    - input: {width: 28, height: 28, depth: 1}
-    - conv: {filters: 4, kernel: 3, padding: same}
-    - batchnorm
-    - relu
-    - pool: 4
-    - fc: 10
-data:
-  dataset: fashion_mnist
-  val_split: 0.1
-  augment: {flip: true}
-train:
-  epochs: 2
-  batch_size: 24
-  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-  ema: {decay: 0.9}
-"""
+TINY = TINY_BN_RUN + '  ema: {decay: 0.9}\n'
 
 
 def test_average_follows_the_running_average_formula():

@@ -17,25 +17,10 @@ from cnnzoo.training.lookahead import Lookahead, create_lookahead
 from cnnzoo.training.step import TrainStep
 from cnnzoo.training.stopping import Interrupted
 from cnnzoo.training.trainer import fit
-from tests.helpers.common import write
+from tests.helpers.common import TINY_BN_RUN, write
 from tests.helpers.datafiles import write_mnist
 
-TINY = """
-model:
-  layers:
-    - input: {width: 28, height: 28, depth: 1}
-    - conv: {filters: 4, kernel: 3, padding: same}
-    - batchnorm
-    - relu
-    - pool: 4
-    - fc: 10
-data: {dataset: fashion_mnist, val_split: 0.1, augment: {flip: true}}
-train:
-  epochs: 2
-  batch_size: 24
-  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-  lookahead: {steps: 5, alpha: 0.5}
-"""
+TINY = TINY_BN_RUN + '  lookahead: {steps: 5, alpha: 0.5}\n'
 
 
 def toy() -> nn.Module:
