@@ -229,6 +229,25 @@ def test_add_seeds_extends_a_record_without_training(script, tmp_path, monkeypat
     assert (configs / "results.json").read_text() == before
 
 
+def test_seeds_added_one_parent_at_a_time_keep_every_command(script, tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    write(configs / "small.yaml", "# A test net.\n" + SMALL)
+    write_measured({"small": _small_record(configs)}, configs)
+    monkeypatch.setattr(script.run.subprocess, "call", lambda *a, **k: pytest.fail("trained"))
+    yaml = cnnzoo.load_config(configs / "small.yaml").to_yaml()
+    first = _hand_made_parent(tmp_path / "small-seed-1", yaml, {1: 0.9012})
+    second = _hand_made_parent(tmp_path / "small-seed-2", yaml, {2: 0.9133})
+    assert script.run.main(_argv(tmp_path, "--add-seeds", f"small={first}",
+                                 "--add-seeds", f"small={second}")) == 0
+    record = json.loads((configs / "results.json").read_text())["configs"]["small"]
+    assert [e["seed"] for e in record["seeds"]] == [0, 1, 2]
+    assert record["test_accuracy_sd"] == pytest.approx(np.std([0.9081, 0.9012, 0.9133], ddof=1))
+    assert record["seeds_command"] == (
+        "OMP_NUM_THREADS=2 cnnzoo train --config small --seeds 1, --device cpu --out "
+        "runs/zoo/small-seed-1; OMP_NUM_THREADS=2 cnnzoo train --config small --seeds 2, "
+        "--device cpu --out runs/zoo/small-seed-2")
+
+
 def test_report_only_rewrites_the_report_alone(script, tmp_path, monkeypatch):
     configs = tmp_path / "configs"
     write(configs / "small.yaml", "# A test net.\n" + SMALL)

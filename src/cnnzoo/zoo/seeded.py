@@ -115,7 +115,8 @@ def add_seeds(record: dict[str, Any], config_path: Path, parent_path: Path,
     """`record` with the finished seeds of `parent_path` added, without training its own
     run again: the parent must train the record's config (its `--set` overrides
     included) and none of the record's seeds. `parent_command` is the pasteable command
-    of the parent, kept as the record's `seeds_command`."""
+    of the parent, kept as the record's `seeds_command` (after those of parents added
+    before, where seeds were trained one parent each)."""
     from cnnzoo.runs.seeds import finished_runs
     from cnnzoo.training.state import config_differences
 
@@ -133,7 +134,8 @@ def add_seeds(record: dict[str, Any], config_path: Path, parent_path: Path,
         raise CnnzooError(f"{parent_path} trains seed {repeated[0]}, which the record of "
                           f"{config_path.stem} already has")
     added = with_seeds(record, seed, have + seed_entries(read_summary(parent_path)))
-    added["seeds_command"] = parent_command
+    earlier = record.get("seeds_command")  # seeds added before from parents of their own
+    added["seeds_command"] = f"{earlier}; {parent_command}" if earlier else parent_command
     if added.get("pretrained"):  # the weights are the record's own run's
         added["pretrained"] = {**added["pretrained"], "seed": seed}
     return added
