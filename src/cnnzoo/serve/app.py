@@ -79,6 +79,12 @@ INLINE_BYTES = 64 << 10
 INLINE_PIXELS = 64 * 64
 
 
+def load_predictor(options: ServeOptions) -> Predictor:
+    """The network `options` name, loaded."""
+    return Predictor(options.source, pretrained=options.pretrained, backend=options.backend,
+                     device=options.device, top=options.top)
+
+
 def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Starlette:
     """The app; it loads the network at start-up (or takes `predictor`, already loaded)
     and warms it up before it accepts requests."""
@@ -86,9 +92,7 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loaded = predictor or await run_in_threadpool(
-            Predictor, options.source, pretrained=options.pretrained, backend=options.backend,
-            device=options.device, top=options.top)
+        loaded = predictor or await run_in_threadpool(load_predictor, options)
         volume = loaded.volume
         blank = np.zeros((volume.depth, volume.height, volume.width), np.uint8)
         await run_in_threadpool(loaded.answer, ["warm-up"], [blank], [None])

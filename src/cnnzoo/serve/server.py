@@ -16,8 +16,7 @@ import signal
 from dataclasses import asdict
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.serve.app import ServeOptions, create_app
-from cnnzoo.tools.predict.predictor import Predictor
+from cnnzoo.serve.app import ServeOptions, create_app, load_predictor
 
 OPTIONS_VARIABLE = "CNNZOO_SERVE_OPTIONS"  # how worker processes learn the options
 GRACE_SECONDS = 30  # the longest a drain waits for requests in flight
@@ -27,8 +26,7 @@ def app_from_environment():  # -> Starlette; the factory uvicorn's worker proces
     """The app for the options the parent process put in the environment."""
     options = ServeOptions(**json.loads(os.environ[OPTIONS_VARIABLE]))
     use_threads(options.threads)
-    predictor = Predictor(options.source, pretrained=options.pretrained,
-                          backend=options.backend, device=options.device, top=options.top)
+    predictor = load_predictor(options)
     settle()
     return create_app(options, predictor)
 
@@ -45,7 +43,8 @@ def settle() -> None:
     """Once the network is loaded, before serving: what the process holds by then (torch
     and the network, about 190,000 objects that live as long as it does) is left out of
     the garbage collector's passes. A full pass over them takes about 90 ms (lenet5's
-    server on the 2-core AMD EPYC), a stall of every request in flight; frozen, microseconds."""
+    server on the 2-core AMD EPYC), a stall of every request in flight; frozen, a few
+    microseconds."""
     gc.collect()
     gc.freeze()
 
@@ -58,8 +57,7 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
     if workers < 1:
         raise CnnzooError(f"--workers must be at least 1. Received: {workers}")
     use_threads(options.threads)
-    predictor = Predictor(options.source, pretrained=options.pretrained,
-                          backend=options.backend, device=options.device, top=options.top)
+    predictor = load_predictor(options)
     settings = {"host": host, "port": port, "log_level": "info", "access_log": False,
                 "timeout_graceful_shutdown": GRACE_SECONDS}
     print(f"serving {predictor.run.config.name} ({options.backend}) on http://{host}:{port} "
