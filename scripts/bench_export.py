@@ -44,9 +44,10 @@ def onnx_session(path: Path, threads: int) -> Callable[[torch.Tensor], object]:
 
 def measure(name: str, seconds: float) -> dict[str, object]:
     from cnnzoo.runs import rundir
-    from cnnzoo.runs.load import evaluate_run, load_run_model
+    from cnnzoo.runs.load import load_run_model
     from cnnzoo.runs.pretrained import unpack
     from cnnzoo.runs.shipped import bundled_record
+    from cnnzoo.tools.evaluate import evaluate_run
     from cnnzoo.tools.export import FORMATS, export_run
 
     record = bundled_record(name)
