@@ -80,3 +80,18 @@ def test_zoo_with_a_damaged_results_file_is_one_clear_error(cli, bundled_copy):
     result = cli("zoo")
     assert result.code == 2
     assert "cannot read the measured results" in result.err and "Traceback" not in result.err
+
+
+def test_docs_zoo_table_is_what_cnnzoo_zoo_prints_for_the_shipped_weights(cli):
+    """docs/zoo.md's table of the configs with weights is `cnnzoo zoo`'s own lines:
+    re-measuring a config without updating the page fails here."""
+    text = (ROOT / "docs" / "zoo.md").read_text()
+    section = text.split("## Which one: accuracy with error bars", 1)[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    printed = cli("zoo")
+    assert printed.code == 0, printed.err
+    lines = {line.rstrip() for line in printed.out.splitlines()}
+    assert block and all(line in lines for line in block), "run `cnnzoo zoo` and copy its lines"
+    shipped = {p.stem for p in (ROOT / "configs" / "weights").glob("*.safetensors")}
+    assert {line.split()[0] for line in block[1:]} == shipped
+    assert any("+- " in line and line.endswith("seed 0") for line in block)
