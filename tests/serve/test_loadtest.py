@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cnnzoo.serve.loadtest import answer, latencies, post, saturate
+from cnnzoo.serve.loadtest import Reply, answer, latencies, post, saturate
 
 
 class CountingServer:
@@ -39,7 +39,8 @@ class CountingServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
                 self.bodies.append(await reader.readexactly(length))
-                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % self.status)
+                writer.write(b"HTTP/1.1 %d X\r\nServer-Timing: app;dur=0.5\r\n"
+                             b"Content-Length: 2\r\n\r\nok" % self.status)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -62,14 +63,27 @@ def test_post_is_one_whole_request() -> None:
     assert b"Content-Length: 4\r\n\r\n\x89PNG" in wire
 
 
-def test_answer_reads_status_and_body() -> None:
-    async def read() -> tuple[int, bytes]:
+def _read(wire: bytes) -> tuple[Reply, bytes]:
+    async def read() -> tuple[Reply, bytes]:
         reader = asyncio.StreamReader()
-        reader.feed_data(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabcNEXT")
-        status = await answer(reader)
-        return status, await reader.read(4)
+        reader.feed_data(wire)
+        reader.feed_eof()
+        reply = await answer(reader)
+        return reply, await reader.read(4)
 
-    assert asyncio.run(read()) == (503, b"NEXT")  # the body is consumed, not the next one
+    return asyncio.run(read())
+
+
+def test_answer_reads_status_and_body() -> None:
+    reply, after = _read(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabcNEXT")
+    assert reply == Reply(503, None)
+    assert after == b"NEXT"  # the body is consumed, not the next one
+
+
+def test_answer_reads_the_servers_own_time() -> None:
+    reply, _ = _read(b"HTTP/1.1 200 OK\r\nServer-Timing: db;dur=9, app;dur=2.5\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+    assert reply == Reply(200, 0.0025)
 
 
 def test_saturate_counts_answered_requests(server: CountingServer) -> None:
@@ -81,9 +95,10 @@ def test_saturate_counts_answered_requests(server: CountingServer) -> None:
 
 
 def test_latencies_sends_the_scheduled_count(server: CountingServer) -> None:
-    times, late = latencies(server.port, [b"x"], rate=100.0, seconds=0.2)
+    times, late, own = latencies(server.port, [b"x"], rate=100.0, seconds=0.2)
     assert len(times) == len(late) == 20 == len(server.bodies)
     assert all(t > 0 for t in times)
+    assert own == [0.0005] * 20  # each answer's Server-Timing, in seconds
 
 
 def test_a_refused_request_is_an_error() -> None:

@@ -14,7 +14,8 @@
 
 Every refusal is JSON `{"error": message}` with a 4xx status (413 over the size cap,
 415 for another content type, 400 for a body that is no readable image), or 503 with
-`Retry-After` when the queue is full; the server goes on serving either way. The
+`Retry-After` when the queue is full; the server goes on serving either way. Every
+answer carries the server's own time for it, `Server-Timing: app;dur=MS`. The
 network runs in a thread of the batcher's and large images are decoded in threads, so
 the event loop only moves bytes and decodes thumbnails (which cost less than the hop).
 """
@@ -35,12 +36,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cnnzoo.errors import DataError
 from cnnzoo.serve.batcher import Batcher, QueueFull
+from cnnzoo.serve.timing import ServerTiming
 from cnnzoo.tools.predict.predictor import NamedBytes, Prediction, Predictor, decode
 
 
@@ -149,7 +152,8 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
               Route("/predict/batch", predict_batch, methods=["POST"]),
               Route("/health", health), Route("/labels", labels), Route("/metadata", metadata)]
     handlers = {Refused: _refused, HTTPException: _http_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
+                     middleware=[Middleware(ServerTiming)])
 
 
 async def _submit(batcher: Batcher, items: list[tuple[str, np.ndarray]]) -> list[Prediction]:

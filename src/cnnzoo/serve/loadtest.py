@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import NamedTuple
+
+from cnnzoo.serve.timing import HEADER, server_seconds
 
 # A kept-alive connection idle this long is not reused: uvicorn closes them after 5 s.
 KEEP_ALIVE_SECONDS = 2.0
@@ -22,16 +25,23 @@ def post(body: bytes) -> bytes:
             b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
 
-async def answer(reader: asyncio.StreamReader) -> int:
-    """Reads one response off the connection; its status."""
+class Reply(NamedTuple):
+    status: int
+    server: float | None  # the server's own seconds for it (Server-Timing), if it said
+
+
+async def answer(reader: asyncio.StreamReader) -> Reply:
+    """Reads one response off the connection."""
     head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
+    length, server = 0, None
     for line in head.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.lower() == b"content-length":
             length = int(value)
+        elif name.lower() == HEADER:
+            server = server_seconds(value)
     await reader.readexactly(length)
-    return int(head[9:12])
+    return Reply(int(head[9:12]), server)
 
 
 def saturate(port: int, bodies: list[bytes], clients: int, seconds: float) -> float:
@@ -42,7 +52,7 @@ def saturate(port: int, bodies: list[bytes], clients: int, seconds: float) -> fl
         answered, i = 0, k
         while time.monotonic() < stop:
             writer.write(post(bodies[i % len(bodies)]))
-            answered += await answer(reader) == 200
+            answered += (await answer(reader)).status == 200
             i += clients
         writer.close()
         return answered
@@ -55,10 +65,15 @@ def saturate(port: int, bodies: list[bytes], clients: int, seconds: float) -> fl
     return asyncio.run(asyncio.wait_for(run(), seconds + 120))
 
 
-def latencies(port: int, bodies: list[bytes], rate: float, seconds: float
-              ) -> tuple[list[float], list[float]]:
-    """Seconds from sending each request to its answer, requests due at `rate`/s; and
-    how late each was sent.
+class Latencies(NamedTuple):
+    measured: list[float]  # seconds from sending each request to its answer
+    late: list[float]  # seconds each request was sent after it was due
+    server: list[float]  # the server's own seconds for each (its Server-Timing)
+
+
+def latencies(port: int, bodies: list[bytes], rate: float, seconds: float) -> Latencies:
+    """Requests due at `rate`/s for `seconds`: their latencies, how late each was sent,
+    and the server's own time for each, as far as it said.
 
     Open loop: a request is sent when it is due, on an idle kept-alive connection or a
     new one when all are busy, so a slow answer cannot hold back the next request. It
@@ -68,6 +83,7 @@ def latencies(port: int, bodies: list[bytes], rate: float, seconds: float
     idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
     measured: list[float] = []
     late: list[float] = []
+    server: list[float] = []
 
     async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         while idle:  # the most recently used first; the server closes long-idle ones
@@ -82,9 +98,12 @@ def latencies(port: int, bodies: list[bytes], rate: float, seconds: float
         late.append(sent - due)
         reader, writer = await connection()
         writer.write(post(bodies[k % len(bodies)]))
-        if await answer(reader) != 200:
+        reply = await answer(reader)
+        if reply.status != 200:
             raise RuntimeError(f"the server refused a request at {rate:.0f} requests/s")
         measured.append(time.monotonic() - sent)
+        if reply.server is not None:
+            server.append(reply.server)
         idle.append((time.monotonic(), reader, writer))
 
     async def run() -> None:
@@ -99,4 +118,4 @@ def latencies(port: int, bodies: list[bytes], rate: float, seconds: float
             writer.close()
 
     asyncio.run(asyncio.wait_for(run(), seconds + 120))
-    return measured, late
+    return Latencies(measured, late, server)
