@@ -125,6 +125,19 @@ def forward_seconds(predictor, size: int, bodies: list[bytes], budget: float = 0
     return best
 
 
+def slowest_parts(timed) -> dict[str, float]:
+    """Where the slowest 1% of the latency requests spent their time, on average: outside
+    the app (HTTP, the socket, the client), and the parts of its Server-Timing."""
+    order = np.argsort(timed.measured)[-max(1, len(timed.measured) // 100):]
+    rows = []
+    for i in order:
+        parts = timed.server[i]
+        inside = {name: parts.get(name, 0.0) for name in ("read", "queue", "forward")}
+        rows.append({"outside the app": timed.measured[i] - parts["app"], **inside,
+                     "answer": parts["app"] - sum(inside.values())})
+    return {name: float(np.mean([row[name] for row in rows])) for name in rows[0]}
+
+
 def measure(config: str, bodies: list[bytes], args: argparse.Namespace) -> dict:
     server = Server(config, args.max_batch, args)
     try:
@@ -153,8 +166,9 @@ def measure(config: str, bodies: list[bytes], args: argparse.Namespace) -> dict:
             "ceiling": ceiling, "mean_batch": mean_batch, "largest": max(formed),
             "p50": float(np.percentile(timed.measured, 50)),
             "p99": float(np.percentile(timed.measured, 99)),
-            "server_p50": float(np.percentile(timed.server, 50)),
-            "server_p99": float(np.percentile(timed.server, 99)),
+            "server_p50": float(np.percentile([s["app"] for s in timed.server], 50)),
+            "server_p99": float(np.percentile([s["app"] for s in timed.server], 99)),
+            "slowest": slowest_parts(timed),
             "target": 3 * batch1 + args.max_wait_ms / 1000, "batch1": batch1,
             "late": float(np.percentile(timed.late, 99))}
 
@@ -193,6 +207,13 @@ def main() -> None:
               f"{r['mean_batch']:.1f} ({r['largest']}) | {r['p50'] * 1e3:.1f} / "
               f"{r['p99'] * 1e3:.1f} ms | {r['target'] * 1e3:.1f} ms | "
               f"{r['server_p50'] * 1e3:.1f} / {r['server_p99'] * 1e3:.1f} ms |")
+    print("\nThe slowest 1% of the requests at half rate, on average, in ms: "
+          "outside the app (HTTP parsing, the socket, the clients) / reading the body "
+          "until queued / queued until its batch ran / the forward pass / the answer after "
+          "it (the parts of the server's Server-Timing header)\n")
+    for r in rows:
+        print(f"- {r['config']}: " + " / ".join(f"{value * 1e3:.2f}"
+                                               for value in r["slowest"].values()))
     print("\nThe clients sent their requests at most "
           + ", ".join(f"{r['late'] * 1e3:.1f} ms ({r['config']})" for r in rows)
           + " after they were due (p99; the latencies are timed from sending). The server's"

@@ -226,3 +226,35 @@ def test_max_wait_bounds_the_wait_for_a_request_being_read():
 
     asyncio.run(main())
     assert calls == [[1]]
+
+
+def test_timings_give_the_wait_for_the_busy_pass_and_the_own_pass():
+    release = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        if items == [0]:
+            release.wait(30)  # busy until the test has slept
+        else:
+            threading.Event().wait(0.02)  # the second pass takes 20 ms
+        return items
+
+    async def main() -> tuple[dict, dict]:
+        batcher = Batcher(run, max_batch=8, max_wait=HOUR, max_queue=8)
+        batcher.start()
+        first_timings: dict[str, float] = {}
+        second_timings: dict[str, float] = {}
+        first = asyncio.ensure_future(batcher.submit([0], first_timings))
+        await loop_turns()
+        second = asyncio.ensure_future(batcher.submit([1], second_timings))
+        await loop_turns()
+        await asyncio.sleep(0.05)  # the second image waits through this
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 60)
+        await batcher.stop()
+        return first_timings, second_timings
+
+    first, second = asyncio.run(main())
+    assert set(first) == set(second) == {"queue", "forward"}
+    assert first["forward"] >= 0.05  # held until released
+    assert second["queue"] >= 0.05 and second["forward"] >= 0.02
+    assert first["queue"] >= 0

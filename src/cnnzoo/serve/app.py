@@ -43,7 +43,7 @@ from starlette.routing import Route
 
 from cnnzoo.errors import DataError
 from cnnzoo.serve.batcher import Batcher, QueueFull
-from cnnzoo.serve.timing import ServerTiming
+from cnnzoo.serve.timing import ServerTiming, Trace, trace_of
 from cnnzoo.tools.predict.predictor import NamedBytes, Prediction, Predictor, decode
 
 
@@ -114,7 +114,9 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
             item = await _decode(name, data, state["predictor"])
         if isinstance(item, Prediction):
             raise Refused(400, item.error or "")
-        return JSONResponse((await _submit(state["batcher"], [item]))[0].as_dict())
+        trace = trace_of(request.scope)
+        answers = await _submit(state["batcher"], [item], trace)
+        return JSONResponse(answers[0].as_dict())
 
     async def predict_batch(request: Request) -> JSONResponse:
         state["requests"] += 1
@@ -126,7 +128,8 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
             items = await asyncio.gather(*(_decode(name, data, state["predictor"])
                                            for name, data in files))
         readable = [item for item in items if not isinstance(item, Prediction)]
-        answers = iter(await _submit(state["batcher"], readable) if readable else ())
+        trace = trace_of(request.scope)
+        answers = iter(await _submit(state["batcher"], readable, trace) if readable else ())
         return JSONResponse([(item if isinstance(item, Prediction) else next(answers)).as_dict()
                              for item in items])
 
@@ -156,9 +159,14 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
                      middleware=[Middleware(ServerTiming)])
 
 
-async def _submit(batcher: Batcher, items: list[tuple[str, np.ndarray]]) -> list[Prediction]:
+async def _submit(batcher: Batcher, items: list[tuple[str, np.ndarray]],
+                  trace: Trace | None = None) -> list[Prediction]:
+    """The batcher's answers; the request's trace gets `read` (until now), `queue` and
+    `forward` for its Server-Timing header."""
+    if trace is not None:
+        trace.mark("read")
     try:
-        return await batcher.submit(items)
+        return await batcher.submit(items, None if trace is None else trace.parts)
     except QueueFull as exc:
         raise Refused(503, f"the server is busy: {exc}; retry in {RETRY_AFTER_SECONDS} s"
                       ) from None

@@ -37,6 +37,8 @@ class Waiting:
     item: Any  # what the run function takes, one image's worth
     future: asyncio.Future  # set to what the run function returned for it
     arrived: float  # time.monotonic() when it was queued
+    started: float = 0.0  # and when the forward pass of its batch started, and ended
+    ended: float = 0.0
 
 
 @dataclass
@@ -98,9 +100,12 @@ class Batcher:
             self._expected -= 1
             self._news.set()
 
-    async def submit(self, items: list[Any]) -> list[Any]:
+    async def submit(self, items: list[Any], timings: dict[str, float] | None = None
+                     ) -> list[Any]:
         """The results for `items`, once their batches have run; QueueFull when they
-        do not fit in the queue (then none of them is queued)."""
+        do not fit in the queue (then none of them is queued). `timings`, if given,
+        gets the seconds from queueing to the start of the last batch that ran them
+        (`queue`) and that batch's forward pass (`forward`)."""
         if len(self._queue) + len(items) > self.max_queue:
             self.counters.rejected += len(items)
             raise QueueFull(f"{len(self._queue)} images are waiting already (at most "
@@ -110,7 +115,11 @@ class Batcher:
         waiting = [Waiting(item, loop.create_future(), now) for item in items]
         self._queue.extend(waiting)
         self._news.set()
-        return list(await asyncio.gather(*(entry.future for entry in waiting)))
+        results = list(await asyncio.gather(*(entry.future for entry in waiting)))
+        if timings is not None:
+            last = max(waiting, key=lambda entry: entry.started)
+            timings.update(queue=last.started - now, forward=last.ended - last.started)
+        return results
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -134,6 +143,7 @@ class Batcher:
                 await asyncio.wait_for(self._news.wait(), left)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Waiting]) -> None:
+        started = time.monotonic()
         try:
             results = await loop.run_in_executor(self._executor, self.run,
                                                  [entry.item for entry in batch])
@@ -145,6 +155,8 @@ class Batcher:
         self.counters.forward_passes += 1
         self.counters.images += len(batch)
         self.counters.batch_sizes[len(batch)] += 1
+        ended = time.monotonic()
         for entry, result in zip(batch, results, strict=True):
+            entry.started, entry.ended = started, ended
             if not entry.future.done():  # a client that went away has a cancelled one
                 entry.future.set_result(result)

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import NamedTuple
 
-from cnnzoo.serve.timing import HEADER, server_seconds
+from cnnzoo.serve.timing import HEADER, server_timing
 
 # A kept-alive connection idle this long is not reused: uvicorn closes them after 5 s.
 KEEP_ALIVE_SECONDS = 2.0
@@ -27,19 +27,19 @@ def post(body: bytes) -> bytes:
 
 class Reply(NamedTuple):
     status: int
-    server: float | None  # the server's own seconds for it (Server-Timing), if it said
+    server: dict[str, float]  # the server's own seconds for it by part (Server-Timing)
 
 
 async def answer(reader: asyncio.StreamReader) -> Reply:
     """Reads one response off the connection."""
     head = await reader.readuntil(b"\r\n\r\n")
-    length, server = 0, None
+    length, server = 0, {}
     for line in head.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.lower() == b"content-length":
             length = int(value)
         elif name.lower() == HEADER:
-            server = server_seconds(value)
+            server = server_timing(value)
     await reader.readexactly(length)
     return Reply(int(head[9:12]), server)
 
@@ -68,7 +68,7 @@ def saturate(port: int, bodies: list[bytes], clients: int, seconds: float) -> fl
 class Latencies(NamedTuple):
     measured: list[float]  # seconds from sending each request to its answer
     late: list[float]  # seconds each request was sent after it was due
-    server: list[float]  # the server's own seconds for each (its Server-Timing)
+    server: list[dict[str, float]]  # the server's own seconds for each, by part
 
 
 def latencies(port: int, bodies: list[bytes], rate: float, seconds: float) -> Latencies:
@@ -83,7 +83,7 @@ def latencies(port: int, bodies: list[bytes], rate: float, seconds: float) -> La
     idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
     measured: list[float] = []
     late: list[float] = []
-    server: list[float] = []
+    server: list[dict[str, float]] = []
 
     async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         while idle:  # the most recently used first; the server closes long-idle ones
@@ -102,8 +102,7 @@ def latencies(port: int, bodies: list[bytes], rate: float, seconds: float) -> La
         if reply.status != 200:
             raise RuntimeError(f"the server refused a request at {rate:.0f} requests/s")
         measured.append(time.monotonic() - sent)
-        if reply.server is not None:
-            server.append(reply.server)
+        server.append(reply.server)
         idle.append((time.monotonic(), reader, writer))
 
     async def run() -> None:
