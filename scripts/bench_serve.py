@@ -154,9 +154,11 @@ def measure(config: str, bodies: list[bytes], args: argparse.Namespace) -> dict:
         unbatched = saturate(single.port, bodies, args.clients, args.seconds)
     finally:
         single.stop()
+    from cnnzoo.serve.onecall import one_call
     from cnnzoo.tools.predict.predictor import Predictor
 
     predictor = Predictor(config, pretrained=True, backend=args.backend, device="cpu")
+    one_call(predictor)  # the network as the server runs it
     spent = sum(count * forward_seconds(predictor, size, bodies)
                 for size, count in formed.items())
     ceiling = sum(size * count for size, count in formed.items()) / spent

@@ -170,6 +170,7 @@ def test_answers_labels_and_metadata_are_the_clis(images, cli):
     digest = hashlib.sha256((run.path / "model.safetensors").read_bytes()).hexdigest()
     assert metadata["weights_sha256"] == digest
     assert metadata["name"] == "lenet5" and metadata["params"] == 61706
+    assert metadata["runs_as"] == "one call"  # traced and frozen: one GIL release a batch
     assert metadata["input"] == {"width": 28, "height": 28, "depth": 1}
     assert metadata["normalization"]["mean"] == run.info["mean"]
 

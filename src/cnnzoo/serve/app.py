@@ -43,6 +43,7 @@ from starlette.routing import Route
 
 from cnnzoo.errors import DataError
 from cnnzoo.serve.batcher import Batcher, QueueFull
+from cnnzoo.serve.onecall import one_call
 from cnnzoo.serve.timing import ServerTiming, Trace, trace_of
 from cnnzoo.tools.predict.predictor import NamedBytes, Prediction, Predictor, decode
 
@@ -83,9 +84,11 @@ INLINE_PIXELS = 64 * 64
 
 
 def load_predictor(options: ServeOptions) -> Predictor:
-    """The network `options` name, loaded."""
-    return Predictor(options.source, pretrained=options.pretrained, backend=options.backend,
-                     device=options.device, top=options.top)
+    """The network `options` name, loaded; torch's as one call where it can be."""
+    predictor = Predictor(options.source, pretrained=options.pretrained,
+                          backend=options.backend, device=options.device, top=options.top)
+    one_call(predictor)
+    return predictor
 
 
 def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Starlette:

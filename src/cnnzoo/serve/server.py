@@ -60,7 +60,8 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
     predictor = load_predictor(options)
     settings = {"host": host, "port": port, "log_level": "info", "access_log": False,
                 "timeout_graceful_shutdown": GRACE_SECONDS}
-    print(f"serving {predictor.run.config.name} ({options.backend}) on http://{host}:{port} "
+    print(f"serving {predictor.run.config.name} ({options.backend}, {predictor.runs_as}) on "
+          f"http://{host}:{port} "
           f"with {workers} worker{'s' if workers > 1 else ''}: POST /predict, "
           "/predict/batch; GET /health, /labels, /metadata", flush=True)
     # uvicorn raises the signal again once it has drained; a handler that does nothing

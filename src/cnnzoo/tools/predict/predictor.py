@@ -119,6 +119,7 @@ class Predictor:
         self.network: Callable[[torch.Tensor], torch.Tensor] = module
         if backend == "onnxruntime":
             self.network = open_onnx(self.run, module)
+        self.runs_as = backend  # how the network runs: the server may make it one call
         self.params = sum(p.numel() for p in module.parameters())
         self.weights_sha256 = weights_digest(self.run)
 
@@ -136,7 +137,7 @@ class Predictor:
                               "std": self.run.info["std"]},
             "classes": len(self.classes), "answers": self.kind, "tta": config.train.tta,
             "params": self.params, "weights_sha256": self.weights_sha256,
-            "backend": self.backend, "cnnzoo": __version__,
+            "backend": self.backend, "runs_as": self.runs_as, "cnnzoo": __version__,
         }
 
     def scores(self, pixels: torch.Tensor) -> torch.Tensor:
