@@ -15,9 +15,11 @@
 Every refusal is JSON `{"error": message}` with a 4xx status (413 over the size cap,
 415 for another content type, 400 for a body that is no readable image), or 503 with
 `Retry-After` when the queue is full; the server goes on serving either way. Every
-answer carries the server's own time for it, `Server-Timing: app;dur=MS`. The
-network runs in a thread of the batcher's and large images are decoded in threads, so
-the event loop only moves bytes and decodes thumbnails (which cost less than the hop).
+answer carries the server's own time for it in a `Server-Timing` header (`app`, and for
+a prediction its `read`, `queue` and `forward` parts: serve/timing.py). The network
+runs in a thread of the batcher's, with torch as one traced call where it can be
+(serve/onecall.py), and large images are decoded in threads, so the event loop only
+moves bytes and decodes thumbnails (which cost less than the hop).
 """
 
 from __future__ import annotations
