@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,17 @@ class NamedBytes(io.BytesIO):
         return self.label
 
 
+def check_backend(backend: str, device: str) -> torch.device:
+    """The device `backend` runs on for `--device device`; CnnzooError for an unknown
+    backend, a device that is not there, or onnxruntime asked for another than the CPU."""
+    if backend not in BACKENDS:
+        raise CnnzooError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime" and device not in ("auto", "cpu"):
+        raise CnnzooError(f"--backend onnxruntime runs on the CPU; --device {device} is "
+                          "for --backend torch")
+    return resolve_device(device) if backend == "torch" else torch.device("cpu")
+
+
 def decode(item: str | Path | NamedBytes, volume: Volume) -> np.ndarray:
     """One image as uint8 (C, H, W) of `volume`'s size; DataError when it cannot be read
     (a missing file, a folder, a damaged or oversized image, all named by the reader)."""
@@ -95,8 +106,7 @@ class Predictor:
 
     def __init__(self, source: str | Path, *, pretrained: bool = False,
                  backend: str = "torch", device: str = "auto", top: int = 3) -> None:
-        if backend not in BACKENDS:
-            raise CnnzooError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+        self.device = check_backend(backend, device)
         if top < 1:
             raise CnnzooError(f"top must be at least 1. Received: top={top}")
         if pretrained:
@@ -106,10 +116,6 @@ class Predictor:
         self.run = rundir.open_run(source)
         self.backend = backend
         self.top = top
-        self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
-        if backend == "onnxruntime" and device not in ("auto", "cpu"):
-            raise CnnzooError(f"--backend onnxruntime runs on the CPU; --device {device} is "
-                              "for --backend torch")
         self.volume = Volume(*self.run.info["input"])
         self.classes = self.run.classes
         self.kind = ("probability" if create_loss(self.run.config.train.loss).probabilities
@@ -148,19 +154,20 @@ class Predictor:
                                     self.transform.neg_shift).float().cpu()
         return logits.softmax(1) if self.kind == "probability" else logits
 
-    def answer(self, names: list[str], pixels: list[np.ndarray | None],
-               errors: list[str | None], top: int | None = None) -> list[Prediction]:
-        """Predictions for decoded images, in order: an image whose pixels are None gets
-        its error instead, and the readable ones run as one batch."""
-        readable = [p for p in pixels if p is not None]
-        count = min(top or self.top, len(self.classes))
-        rows: Iterator = iter(())
-        if readable:  # one topk and one tolist for the batch: per image they cost more
-            values, index = self.scores(torch.from_numpy(np.stack(readable))).topk(count, 1)
-            rows = zip(values.tolist(), index.tolist(), strict=True)
+    def rank(self, pixels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `count` highest probabilities (or scores) of each uint8 image of `pixels`
+        (N, C, H, W), most likely first, as float32 (N, count), and their classes (N, count)."""
+        values, index = self.scores(torch.from_numpy(pixels)).topk(count, 1)
+        return values.numpy(), index.numpy()
+
+    def predictions(self, names: list[str], errors: list[str | None], values: np.ndarray,
+                    index: np.ndarray) -> list[Prediction]:
+        """The answers, in order, from `rank`'s rows for the images whose error is None
+        (in their order); the others get their error."""
+        rows = zip(values.tolist(), index.tolist(), strict=True)  # one tolist for the batch
         answers = []
-        for name, image, error in zip(names, pixels, errors, strict=True):
-            if image is None:
+        for name, error in zip(names, errors, strict=True):
+            if error is not None:
                 answers.append(Prediction(name, error=error, kind=self.kind))
                 continue
             row_values, row_index = next(rows)
@@ -168,6 +175,19 @@ class Predictor:
                 Guess(self.classes[k], k, v)
                 for v, k in zip(row_values, row_index, strict=True)), kind=self.kind))
         return answers
+
+    def answer(self, names: list[str], pixels: list[np.ndarray | None],
+               errors: list[str | None], top: int | None = None) -> list[Prediction]:
+        """Predictions for decoded images, in order: an image whose pixels are None gets
+        its error instead, and the readable ones run as one batch."""
+        readable = [p for p in pixels if p is not None]
+        count = min(top or self.top, len(self.classes))
+        values = index = np.zeros((0, count))
+        if readable:
+            values, index = self.rank(np.stack(readable), count)
+        return self.predictions(names, [None if p is not None else error or "unreadable"
+                                        for p, error in zip(pixels, errors, strict=True)],
+                                values, index)
 
     def predict(self, images: Iterable[str | Path | bytes] | str | Path | bytes,
                 top: int | None = None) -> list[Prediction]:
