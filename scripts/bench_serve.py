@@ -2,7 +2,8 @@
 what the server costs against the bare network, for each config named.
 
     nice -n 10 .venv/bin/python scripts/bench_serve.py [--configs lenet5 fashion-best] \\
-        [--clients 32] [--seconds 10] [--max-batch 64] [--max-wait-ms 5] [--threads 1]
+        [--clients 32] [--seconds 10] [--max-batch 64] [--max-wait-ms 5] [--threads 1] \\
+        [--backend torch|onnxruntime] [--network process|thread]
 
 For each config, with Fashion-MNIST test images as PNG bodies of POST /predict:
 - saturated: `--clients` clients, each sending its next request when the last is
@@ -70,7 +71,8 @@ class Server:
             self.port = probe.getsockname()[1]
         command = [sys.executable, "-m", "cnnzoo", "serve", config, "--pretrained", "--port",
                    str(self.port), "--max-batch", str(max_batch), "--max-wait-ms",
-                   str(args.max_wait_ms), "--backend", args.backend, "--max-queue", "4096"]
+                   str(args.max_wait_ms), "--backend", args.backend, "--max-queue", "4096",
+                   "--network", args.network]
         if args.threads:
             command += ["--threads", str(args.threads)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
@@ -185,6 +187,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="the network's threads in the server and for the ceiling")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--network", default="process", choices=["process", "thread"],
+                        help="where the server runs the forward pass (cnnzoo serve --network)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -197,6 +201,7 @@ def main() -> None:
         sys.exit(str(exc))
     print(f"{args.clients} clients, {args.seconds:g} s per rate, --max-batch "
           f"{args.max_batch}, --max-wait-ms {args.max_wait_ms:g}, --backend {args.backend}, "
+          f"--network {args.network}, "
           f"threads {args.threads or 'torch default'}, {os.cpu_count()} CPUs, HTTP parsed by "
           f"{'httptools' if importlib.util.find_spec('httptools') else 'h11'}\n")
     print("| config | saturated req/s | ceiling img/s (at the batches formed) | share | "

@@ -258,3 +258,30 @@ def test_timings_give_the_wait_for_the_busy_pass_and_the_own_pass():
     assert first["forward"] >= 0.05  # held until released
     assert second["queue"] >= 0.05 and second["forward"] >= 0.02
     assert first["queue"] >= 0
+
+
+def test_a_coroutine_run_is_awaited_on_the_event_loop_in_batches():
+    # the network in its own process: the batcher awaits its answer, with no thread
+    threads: set[int] = set()
+    calls: list[list[int]] = []
+    running: list[int] = []
+
+    async def run(items: list[int]) -> list[int]:
+        threads.add(threading.get_ident())
+        calls.append(list(items))
+        running.append(batcher.running)
+        await asyncio.sleep(0)
+        return [x + 100 for x in items]
+
+    async def main() -> list[list[int]]:
+        nonlocal batcher
+        batcher = Batcher(run, max_batch=8, max_wait=0.2, max_queue=64)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit([i]) for i in range(4)))
+        await batcher.stop()
+        return answers
+
+    batcher: Batcher | None = None
+    assert asyncio.run(main()) == [[100], [101], [102], [103]]
+    assert calls == [[0, 1, 2, 3]] and running == [4] and batcher.running == 0
+    assert threads == {threading.get_ident()}

@@ -277,3 +277,48 @@ def test_two_workers_serve_on_one_port_and_stop_on_sigterm(images):
         assert server.predict(images[0].read_bytes())[0] == 200
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(60) == 0, server.process.stdout.read()
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_the_network_runs_in_a_process_of_its_own_that_ends_with_the_server(images):
+    with serving() as server:
+        info = server.request("GET", "/metadata")[2]["serving"]
+        pid = info["network_pid"]
+        assert info["network"] == "process" and info["network_starts"] == 1
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert pid != server.process.pid and int(stat[1]) == server.process.pid  # its child
+        server.process.kill()  # no drain at all: the socket closes with the process
+        server.process.wait(30)
+        wait_until(lambda: not _alive(pid), 30)
+
+
+def test_a_network_process_that_ends_fails_its_batch_with_503_and_starts_again(images):
+    with serving("--max-wait-ms", "0") as server, ThreadPoolExecutor(1) as pool:
+        pid = server.request("GET", "/metadata")[2]["serving"]["network_pid"]
+        os.kill(pid, signal.SIGSTOP)  # it holds the next batch, unanswered
+        pending = pool.submit(server.predict, images[0].read_bytes())
+        wait_until(lambda: server.counters()["running"] == 1)
+        os.kill(pid, signal.SIGKILL)
+        status, headers, body = pending.result(timeout=60)
+        assert status == 503 and headers["retry-after"] == "1"
+        assert "the network's process ended (exit code -9) during this batch" in body["error"]
+        assert server.predict(images[1].read_bytes())[0] == 200
+        info = server.request("GET", "/metadata")[2]["serving"]
+        assert info["network_starts"] == 2 and info["network_pid"] != pid
+
+
+def test_with_network_thread_the_server_runs_the_network_itself(images, cli):
+    reference = json.loads(cli("predict", "lenet5", "--pretrained", *images[:2], "--json").out)
+    with serving("--network", "thread") as server:
+        answers = [server.predict(p.read_bytes())[2] for p in images[:2]]
+        metadata = server.request("GET", "/metadata")[2]
+    assert_same_answers(answers, reference)
+    assert metadata["serving"]["network_pid"] == server.process.pid
+    assert metadata["runs_as"] == "one call"

@@ -16,6 +16,11 @@ class Backend(str, Enum):  # written out, not imported: --help must not import t
     onnxruntime = "onnxruntime"
 
 
+class NetworkPlace(str, Enum):  # serve/options.py's NETWORK_PLACES, without importing it
+    process = "process"
+    thread = "thread"
+
+
 BackendOption = Annotated[
     Backend, typer.Option("--backend", help="torch, or onnxruntime (the network exported to "
                           "ONNX on first use, cached, and checked against torch)")
@@ -54,6 +59,11 @@ def serve(
                                  "not exceed the cores")
     ] = None,
     device: DeviceOption = "auto",
+    network: Annotated[
+        NetworkPlace, typer.Option("--network", help="where the forward pass runs: a process "
+                                   "of its own beside each worker (no GIL shared with the "
+                                   "HTTP event loop), or a thread of the worker's")
+    ] = NetworkPlace.process,
 ) -> None:
     """Serve a trained network over HTTP with dynamic batching: POST /predict (one
     image), POST /predict/batch (multipart files); GET /health, /labels, /metadata.
@@ -62,7 +72,7 @@ def serve(
 
     check_device(device)
     try:
-        from cnnzoo.serve.app import ServeOptions
+        from cnnzoo.serve.options import ServeOptions
         from cnnzoo.serve.server import serve as run_server
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
@@ -71,5 +81,6 @@ def serve(
         raise CnnzooError(f"cnnzoo serve needs {missing}: pip install 'cnnzoo[lab]'") from None
     options = ServeOptions(source=source, pretrained=pretrained, backend=backend.value,
                            device=device, top=top, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                           max_queue=max_queue, max_bytes=max_bytes, threads=threads)
+                           max_queue=max_queue, max_bytes=max_bytes, threads=threads,
+                           network=network.value)
     run_server(options, host, port, workers)

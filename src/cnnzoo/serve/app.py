@@ -9,17 +9,20 @@
     GET  /labels         the class names, by index
     GET  /metadata       the network (config name, input volume, normalisation, params,
                          the weights' SHA-256, cnnzoo's version), the batching settings
-                         and counters (requests, images, forward passes, images queued,
-                         batch sizes)
+                         and counters (requests, images, forward passes, images queued
+                         and in the forward pass now, batch sizes), where the network
+                         runs (its process id, how many times it started)
 
 Every refusal is JSON `{"error": message}` with a 4xx status (413 over the size cap,
 415 for another content type, 400 for a body that is no readable image), or 503 with
 `Retry-After` when the queue is full; the server goes on serving either way. Every
 answer carries the server's own time for it in a `Server-Timing` header (`app`, and for
 a prediction its `read`, `queue` and `forward` parts: serve/timing.py). The network
-runs in a thread of the batcher's, with torch as one traced call where it can be
-(serve/onecall.py), and large images are decoded in threads, so the event loop only
-moves bytes and decodes thumbnails (which cost less than the hop).
+runs in a process of its own (serve/network.py; 503 while it starts again after it
+ended, 500 when it fails on a batch) or with `--network thread` in a thread of the
+batcher's, with torch as one traced call where it can be (serve/onecall.py); large
+images are decoded in threads, so the event loop only moves bytes and decodes
+thumbnails (which cost less than the hop).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import asyncio
 import contextlib
 import io
 import os
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -44,31 +47,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cnnzoo.errors import DataError
-from cnnzoo.serve.batcher import Batcher, QueueFull
-from cnnzoo.serve.onecall import one_call
+from cnnzoo.serve.batcher import Batcher, Counters, QueueFull
+from cnnzoo.serve.network import NetworkDown, NetworkFailed, NetworkProcess, load_predictor
+from cnnzoo.serve.options import ServeOptions
 from cnnzoo.serve.timing import ServerTiming, Trace, trace_of
 from cnnzoo.tools.predict.predictor import NamedBytes, Prediction, Predictor, decode
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    """What `cnnzoo serve` was asked for; travels to every worker process as JSON."""
-
-    source: str  # a run directory, or with `pretrained` a config name, file or URL
-    pretrained: bool = False
-    backend: str = "torch"  # torch or onnxruntime
-    device: str = "auto"
-    top: int = 3  # classes per answer
-    max_batch: int = 64  # images per forward pass at most
-    max_wait_ms: float = 5.0  # how long the first image of a batch waits for others
-    max_queue: int = 256  # images waiting at most; more are refused with 503
-    max_bytes: int = 16 << 20  # the largest request body accepted
-    max_files: int = 256  # files in one /predict/batch request at most
-    threads: int | None = None  # torch's and onnxruntime's threads per worker; None: torch's
-
-
 class Refused(Exception):
-    """A request answered with a 4xx status and a JSON message."""
+    """A request answered with an error status (4xx; 500 or 503 for the network's own
+    failures) and a JSON message."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -85,32 +73,33 @@ INLINE_BYTES = 64 << 10
 INLINE_PIXELS = 64 * 64
 
 
-def load_predictor(options: ServeOptions) -> Predictor:
-    """The network `options` name, loaded; torch's as one call where it can be."""
-    predictor = Predictor(options.source, pretrained=options.pretrained,
-                          backend=options.backend, device=options.device, top=options.top)
-    one_call(predictor)
-    return predictor
-
-
-def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Starlette:
-    """The app; it loads the network at start-up (or takes `predictor`, already loaded)
-    and warms it up before it accepts requests."""
+def create_app(options: ServeOptions, predictor: Predictor | None = None,
+               network: NetworkProcess | None = None) -> Starlette:
+    """The app; it loads the network at start-up (or takes `predictor`, already loaded,
+    and with `--network process` its `network`, started) and warms it up before it
+    accepts requests."""
     state: dict[str, Any] = {"requests": 0}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loaded = predictor or await run_in_threadpool(load_predictor, options)
+        remote = network
+        if options.network == "process" and remote is None:
+            remote = NetworkProcess(options, loaded)
+        if remote is not None and remote.process is None:
+            await run_in_threadpool(remote.start)
+        run = remote.answer if remote is not None else _in_thread(loaded)
         volume = loaded.volume
         blank = np.zeros((volume.depth, volume.height, volume.width), np.uint8)
-        await run_in_threadpool(loaded.answer, ["warm-up"], [blank], [None])
-        batcher = Batcher(lambda items: loaded.answer(
-            [name for name, _ in items], [pixels for _, pixels in items], [None] * len(items)),
-            options.max_batch, options.max_wait_ms / 1000, options.max_queue)
+        batcher = Batcher(run, options.max_batch, options.max_wait_ms / 1000, options.max_queue)
         batcher.start()
-        state.update(predictor=loaded, batcher=batcher)
+        await batcher.submit([("warm-up", blank)])
+        batcher.counters = Counters()  # the warm-up is no request's
+        state.update(predictor=loaded, batcher=batcher, network=remote)
         yield
         await batcher.stop()
+        if remote is not None:
+            await remote.aclose()
 
     async def predict_one(request: Request) -> JSONResponse:
         state["requests"] += 1
@@ -145,13 +134,16 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None) -> Sta
         return JSONResponse({"classes": state["predictor"].classes})
 
     async def metadata(request: Request) -> JSONResponse:
-        counters = state["batcher"].counters
+        counters, remote = state["batcher"].counters, state["network"]
         return JSONResponse({
             **state["predictor"].metadata,
-            "serving": {**asdict(options), "pid": os.getpid()},
+            "serving": {**asdict(options), "pid": os.getpid(),
+                        "network_pid": os.getpid() if remote is None else remote.pid,
+                        "network_starts": 1 if remote is None else remote.starts},
             "counters": {"requests": state["requests"], "images": counters.images,
                          "forward_passes": counters.forward_passes,
                          "rejected": counters.rejected, "queued": state["batcher"].queued,
+                         "running": state["batcher"].running,
                          "batch_sizes": {str(k): v for k, v in
                                          sorted(counters.batch_sizes.items())}},
         })
@@ -175,6 +167,25 @@ async def _submit(batcher: Batcher, items: list[tuple[str, np.ndarray]],
     except QueueFull as exc:
         raise Refused(503, f"the server is busy: {exc}; retry in {RETRY_AFTER_SECONDS} s"
                       ) from None
+    except NetworkDown as exc:
+        raise Refused(503, f"{exc}; retry in {RETRY_AFTER_SECONDS} s") from None
+    except NetworkFailed as exc:
+        raise Refused(500, str(exc)) from None
+
+
+def _in_thread(predictor: Predictor) -> Callable[[list[tuple[str, np.ndarray]]],
+                                                 list[Prediction]]:
+    """The batcher's run for the network in this process (`--network thread`)."""
+
+    def run(items: list[tuple[str, np.ndarray]]) -> list[Prediction]:
+        try:
+            return predictor.answer([name for name, _ in items],
+                                    [pixels for _, pixels in items], [None] * len(items))
+        except Exception as exc:  # the batch's requests hear of it; the server goes on
+            raise NetworkFailed(f"the network failed on this batch: {type(exc).__name__}: "
+                                f"{exc}") from exc
+
+    return run
 
 
 async def _decode(name: str, data: bytes, predictor: Predictor

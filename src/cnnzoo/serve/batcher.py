@@ -1,8 +1,9 @@
 """Dynamic batching: images from concurrent requests run through the network together.
 
 Each request puts its decoded images on one queue and waits; a single task runs them
-through the network in batches of up to `max_batch`, in a thread of its own, so the
-event loop keeps reading requests meanwhile. A batch starts as soon as the network is
+through the network in batches of up to `max_batch`, in a thread of its own or awaiting
+the network's process (serve/network.py), so the event loop keeps reading requests
+meanwhile. A batch starts as soon as the network is
 free: images that queued while the previous batch ran go together at once, and an
 image that finds the network idle does not wait for a batch to fill. It waits only for
 requests that the server is reading or decoding at that moment (`expecting`), which
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +55,11 @@ class Counters:
 
 class Batcher:
     """Runs `run(items) -> results` (one result per item, in order) on batches of items
-    submitted by concurrent coroutines."""
+    submitted by concurrent coroutines: in a thread of its own, or awaited on the event
+    loop when `run` is a coroutine function (one that waits for another process)."""
 
-    def __init__(self, run: Callable[[list[Any]], Sequence[Any]], max_batch: int,
-                 max_wait: float, max_queue: int) -> None:
+    def __init__(self, run: Callable[[list[Any]], Sequence[Any] | Awaitable[Sequence[Any]]],
+                 max_batch: int, max_wait: float, max_queue: int) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
             raise ValueError(f"max_batch and max_queue must be >= 1 and max_wait >= 0. "
                              f"Received: {max_batch}, {max_queue}, {max_wait}")
@@ -67,6 +70,7 @@ class Batcher:
         self.counters = Counters()
         self._queue: deque[Waiting] = deque()
         self._expected = 0  # requests being read or decoded, whose images are on their way
+        self._running = 0  # images in the forward pass now
         self._news = asyncio.Event()  # set when an image is queued or an expected one is not
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cnnzoo-forward")
         self._task: asyncio.Task | None = None
@@ -83,6 +87,11 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._executor.shutdown(wait=True)
+
+    @property
+    def running(self) -> int:
+        """Images in the forward pass running now."""
+        return self._running
 
     @property
     def queued(self) -> int:
@@ -144,14 +153,20 @@ class Batcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Waiting]) -> None:
         started = time.monotonic()
+        self._running = len(batch)
         try:
-            results = await loop.run_in_executor(self._executor, self.run,
-                                                 [entry.item for entry in batch])
+            items = [entry.item for entry in batch]
+            if inspect.iscoroutinefunction(self.run):
+                results = await self.run(items)
+            else:
+                results = await loop.run_in_executor(self._executor, self.run, items)
         except Exception as exc:  # every waiting request hears of it, none hangs
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(exc)
             return
+        finally:
+            self._running = 0
         self.counters.forward_passes += 1
         self.counters.images += len(batch)
         self.counters.batch_sizes[len(batch)] += 1

@@ -9,14 +9,16 @@ ends as an interrupted command, 130).
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
 from dataclasses import asdict
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.serve.app import ServeOptions, create_app, load_predictor
+from cnnzoo.serve.app import create_app
+from cnnzoo.serve.network import NetworkProcess, load_predictor, settle, use_threads
+from cnnzoo.serve.options import ServeOptions
+from cnnzoo.tools.predict.predictor import Predictor
 
 OPTIONS_VARIABLE = "CNNZOO_SERVE_OPTIONS"  # how worker processes learn the options
 GRACE_SECONDS = 30  # the longest a drain waits for requests in flight
@@ -26,27 +28,21 @@ def app_from_environment():  # -> Starlette; the factory uvicorn's worker proces
     """The app for the options the parent process put in the environment."""
     options = ServeOptions(**json.loads(os.environ[OPTIONS_VARIABLE]))
     use_threads(options.threads)
-    predictor = load_predictor(options)
+    predictor, network = load(options)
     settle()
-    return create_app(options, predictor)
+    return create_app(options, predictor, network)
 
 
-def use_threads(threads: int | None) -> None:
-    """Set the network's threads in this process (onnxruntime takes torch's number)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def settle() -> None:
-    """Once the network is loaded, before serving: what the process holds by then (torch
-    and the network, about 190,000 objects that live as long as it does) is left out of
-    the garbage collector's passes. A full pass over them takes about 90 ms (lenet5's
-    server on the 2-core AMD EPYC), a stall of every request in flight; frozen, a few
-    microseconds."""
-    gc.collect()
-    gc.freeze()
+def load(options: ServeOptions, start: bool = True) -> tuple[Predictor, NetworkProcess | None]:
+    """The network, loaded; with `--network process` (and `start`) its process started
+    too, so that one that cannot start is a message and exit code 2 before the socket
+    opens."""
+    predictor = load_predictor(options)
+    if options.network != "process" or not start:
+        return predictor, None
+    network = NetworkProcess(options, predictor)
+    network.start()
+    return predictor, network
 
 
 def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
@@ -57,11 +53,12 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
     if workers < 1:
         raise CnnzooError(f"--workers must be at least 1. Received: {workers}")
     use_threads(options.threads)
-    predictor = load_predictor(options)
+    predictor, network = load(options, start=workers == 1)  # workers start their own
     settings = {"host": host, "port": port, "log_level": "info", "access_log": False,
                 "timeout_graceful_shutdown": GRACE_SECONDS}
-    print(f"serving {predictor.run.config.name} ({options.backend}, {predictor.runs_as}) on "
-          f"http://{host}:{port} "
+    place = "in a thread" if options.network == "thread" else "in a process of its own"
+    how = ", ".join(dict.fromkeys([options.backend, predictor.runs_as, place]))
+    print(f"serving {predictor.run.config.name} ({how}) on http://{host}:{port} "
           f"with {workers} worker{'s' if workers > 1 else ''}: POST /predict, "
           "/predict/batch; GET /health, /labels, /metadata", flush=True)
     # uvicorn raises the signal again once it has drained; a handler that does nothing
@@ -70,7 +67,7 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
     try:
         if workers == 1:
             settle()
-            uvicorn.run(create_app(options, predictor), **settings)
+            uvicorn.run(create_app(options, predictor, network), **settings)
         else:
             del predictor  # each worker loads its own
             os.environ[OPTIONS_VARIABLE] = json.dumps(asdict(options))
@@ -78,3 +75,5 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
                         workers=workers, **settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if network is not None:  # stopped already once drained; not if uvicorn never ran
+            network.stop()
