@@ -83,12 +83,7 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loaded = predictor or await run_in_threadpool(load_predictor, options)
-        remote = network
-        if options.network == "process" and remote is None:
-            remote = NetworkProcess(options, loaded)
-        if remote is not None and remote.process is None:
-            await run_in_threadpool(remote.start)
-        run = remote.answer if remote is not None else _in_thread(loaded)
+        run, remote = await _start_network(options, loaded, network)
         volume = loaded.volume
         blank = np.zeros((volume.depth, volume.height, volume.width), np.uint8)
         batcher = Batcher(run, options.max_batch, options.max_wait_ms / 1000, options.max_queue)
@@ -171,6 +166,17 @@ async def _submit(batcher: Batcher, items: list[tuple[str, np.ndarray]],
         raise Refused(503, f"{exc}; retry in {RETRY_AFTER_SECONDS} s") from None
     except NetworkFailed as exc:
         raise Refused(500, str(exc)) from None
+
+
+async def _start_network(options: ServeOptions, predictor: Predictor,
+                         network: NetworkProcess | None) -> tuple[Callable, NetworkProcess | None]:
+    """The batcher's run, and the network's process where it has one (started)."""
+    if options.network == "thread":
+        return _in_thread(predictor), None
+    network = network or NetworkProcess(options, predictor)
+    if network.process is None:
+        await run_in_threadpool(network.start)
+    return network.answer, network
 
 
 def _in_thread(predictor: Predictor) -> Callable[[list[tuple[str, np.ndarray]]],
