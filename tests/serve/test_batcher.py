@@ -285,3 +285,44 @@ def test_a_coroutine_run_is_awaited_on_the_event_loop_in_batches():
     assert asyncio.run(main()) == [[100], [101], [102], [103]]
     assert calls == [[0, 1, 2, 3]] and running == [4] and batcher.running == 0
     assert threads == {threading.get_ident()}
+
+
+def test_stop_waits_for_the_batch_running_and_no_longer_than_told():
+    release = threading.Event()
+    answered: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        release.wait(30)
+        return items
+
+    async def main(seconds: float) -> bool:
+        batcher = Batcher(run, max_batch=8, max_wait=0, max_queue=8)
+        batcher.start()
+        pending = asyncio.ensure_future(batcher.submit([7]))
+        while not batcher.running:
+            await asyncio.sleep(0.001)
+        stopping = asyncio.ensure_future(batcher.stop(seconds))
+        await asyncio.sleep(0.05)
+        stopped_early = stopping.done()
+        release.set()  # the network answers: the drain ends with its answer given
+        await stopping
+        if pending.done() and not pending.cancelled():
+            answered.append(pending.result())
+        return stopped_early
+
+    assert asyncio.run(main(30)) is False and answered == [[7]]
+
+    async def never(items: list[int]) -> list[int]:  # a network process that hangs
+        await asyncio.Event().wait()
+        return items
+
+    async def hung() -> bool:
+        batcher = Batcher(never, max_batch=8, max_wait=0, max_queue=8)
+        batcher.start()
+        pending = asyncio.ensure_future(batcher.submit([8]))
+        while not batcher.running:
+            await asyncio.sleep(0.001)
+        await asyncio.wait_for(batcher.stop(0.1), 30)  # unbounded, it would never return
+        return pending.done()
+
+    assert asyncio.run(hung()) is False  # its request is left to the server's own timeout

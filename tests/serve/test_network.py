@@ -133,3 +133,71 @@ def test_the_options_and_the_cli_name_the_same_places():
     assert [place.value for place in NetworkPlace] == list(NETWORK_PLACES)
     with pytest.raises(CnnzooError, match="Received: network='gpu'"):
         ServeOptions("lenet5", network="gpu")
+
+
+def test_a_network_that_cannot_start_again_refuses_batches_for_a_while(tmp_path):
+    network = _started("lenet5")
+    items = _items(network.predictor, 1)
+    first = network.pid
+    network.options = ServeOptions(str(tmp_path / "gone"))  # its run has been deleted
+
+    async def run() -> list[str]:
+        said = []
+        os.kill(first, signal.SIGKILL)
+        network.process.wait(30)  # ended while idle: the next batch starts it again
+        for _ in range(2):
+            with pytest.raises(NetworkDown, match=r"cannot start: .*gone") as raised:
+                await network.answer(items)
+            said.append(str(raised.value))
+        assert not network.up
+        from cnnzoo.serve.app import _health
+
+        health = await _health(network)  # a supervisor sees it down, and for how long
+        assert health.status_code == 503 and health.headers["retry-after"] == "1"
+        await network.aclose()
+        return said
+
+    said = asyncio.run(run())
+    assert said[0] == said[1]
+    # the second batch did not start a process: it was refused within RETRY_SECONDS
+    assert network.starts == 1 and network.pid != first
+    assert network.process is not None and network.process.returncode == 2
+
+
+@pytest.mark.parametrize(("error", "status"), [(NetworkFailed("boom"), 500),
+                                               (NetworkDown("gone"), 503)])
+def test_the_networks_failures_are_the_requests_json_errors(error, status):
+    from cnnzoo.serve.app import Refused, _submit
+    from cnnzoo.serve.batcher import Batcher
+
+    async def run(items: list) -> list:
+        raise error
+
+    async def main() -> None:
+        batcher = Batcher(run, max_batch=4, max_wait=0, max_queue=4)
+        batcher.start()
+        try:
+            with pytest.raises(Refused) as raised:
+                await _submit(batcher, [("x", np.zeros((1, 28, 28), np.uint8))])
+            assert raised.value.status == status and str(error) in str(raised.value)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_worker_whose_network_cannot_start_writes_why_and_exits_3(tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    from cnnzoo.serve import server
+
+    failures = tmp_path / "failures"
+    failures.touch()
+    monkeypatch.setenv(server.OPTIONS_VARIABLE,
+                       json.dumps(asdict(ServeOptions(str(tmp_path / "nowhere")))))
+    monkeypatch.setenv(server.FAILURE_VARIABLE, str(failures))
+    with pytest.raises(SystemExit) as exited:
+        server.app_from_environment()
+    assert exited.value.code == 3  # uvicorn's supervisor then stops every worker
+    assert "nowhere" in failures.read_text()

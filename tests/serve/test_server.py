@@ -275,16 +275,28 @@ def test_sigterm_answers_the_requests_in_flight_then_exits_0(images):
 def test_two_workers_serve_on_one_port_and_stop_on_sigterm(images):
     with serving("--workers", "2") as server:
         assert server.predict(images[0].read_bytes())[0] == 200
+        networks = {server.request("GET", "/metadata")[2]["serving"]["network_pid"]
+                    for _ in range(8)}  # one or both workers answer
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(60) == 0, server.process.stdout.read()
+    wait_until(lambda: not any(_alive(pid) for pid in networks), 30)
 
 
 def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    """Whether any thread of `pid` runs. A killed process's first thread can be a zombie
+    while its others still exit; until the last has, its parent cannot reap it."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
         return False
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:  # that thread has gone meanwhile
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def test_the_network_runs_in_a_process_of_its_own_that_ends_with_the_server(images):
@@ -312,6 +324,26 @@ def test_a_network_process_that_ends_fails_its_batch_with_503_and_starts_again(i
         assert server.predict(images[1].read_bytes())[0] == 200
         info = server.request("GET", "/metadata")[2]["serving"]
         assert info["network_starts"] == 2 and info["network_pid"] != pid
+        os.kill(info["network_pid"], signal.SIGKILL)  # ended while idle: /health restarts it
+        wait_until(lambda: not _alive(info["network_pid"]))
+        assert server.request("GET", "/health")[0] == 200
+        after = server.request("GET", "/metadata")[2]["serving"]
+        assert after["network_starts"] == 3 and after["network_pid"] != info["network_pid"], (
+            [(i["network_pid"], i["network_starts"]) for i in (info, after)])
+
+
+def test_a_network_process_whose_server_died_mid_batch_ends_without_a_traceback(images):
+    with serving() as server, ThreadPoolExecutor(1) as pool:
+        pid = server.request("GET", "/metadata")[2]["serving"]["network_pid"]
+        os.kill(pid, signal.SIGSTOP)
+        pool.submit(server.predict, images[0].read_bytes())
+        wait_until(lambda: server.counters()["running"] == 1)
+        server.process.kill()
+        server.process.wait(30)
+        os.kill(pid, signal.SIGCONT)  # it answers a batch no one reads any more
+        wait_until(lambda: not _alive(pid), 30)
+        output = server.process.stdout.read()  # the network's process writes here too
+    assert "Traceback" not in output, output
 
 
 def test_with_network_thread_the_server_runs_the_network_itself(images, cli):

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cnnzoo.cli.options import DeviceOption, PretrainedFlag, RunSource, check_device
+from cnnzoo.serve.options import DEFAULT_NETWORK
 
 
 class Backend(str, Enum):  # written out, not imported: --help must not import torch
@@ -20,6 +21,8 @@ class NetworkPlace(str, Enum):  # serve/options.py's NETWORK_PLACES, without imp
     process = "process"
     thread = "thread"
 
+
+DEFAULT_PLACE = NetworkPlace(DEFAULT_NETWORK)
 
 BackendOption = Annotated[
     Backend, typer.Option("--backend", help="torch, or onnxruntime (the network exported to "
@@ -62,8 +65,9 @@ def serve(
     network: Annotated[
         NetworkPlace, typer.Option("--network", help="where the forward pass runs: a process "
                                    "of its own beside each worker (no GIL shared with the "
-                                   "HTTP event loop), or a thread of the worker's")
-    ] = NetworkPlace.process,
+                                   "HTTP event loop; POSIX systems), or a thread of the "
+                                   "worker's (the default on Windows)")
+    ] = DEFAULT_PLACE,
 ) -> None:
     """Serve a trained network over HTTP with dynamic batching: POST /predict (one
     image), POST /predict/batch (multipart files); GET /health, /labels, /metadata.

@@ -5,7 +5,8 @@
                          of one `cnnzoo predict --json` item
     POST /predict/batch  several files in multipart/form-data -> a list of such items
                          (an unreadable file gets its error, the others their answers)
-    GET  /health         200 {"status": "ready"} once the network is loaded and warmed up
+    GET  /health         200 {"status": "ready"} once the network is loaded and warmed up;
+                         503 while its process starts again after it ended
     GET  /labels         the class names, by index
     GET  /metadata       the network (config name, input volume, normalisation, params,
                          the weights' SHA-256, cnnzoo's version), the batching settings
@@ -123,7 +124,7 @@ def create_app(options: ServeOptions, predictor: Predictor | None = None,
                              for item in items])
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ready"})
+        return await _health(state["network"])
 
     async def labels(request: Request) -> JSONResponse:
         return JSONResponse({"classes": state["predictor"].classes})
@@ -177,6 +178,19 @@ async def _start_network(options: ServeOptions, predictor: Predictor,
     if network.process is None:
         await run_in_threadpool(network.start)
     return network.answer, network
+
+
+async def _health(network: NetworkProcess | None) -> JSONResponse:
+    """Ready, or 503 while the network's process is down; one that ended while idle is
+    started again now, not at the next batch."""
+    if network is not None and not network.up:
+        with contextlib.suppress(NetworkDown):
+            await network.ensure_up()
+        if not network.up:
+            return JSONResponse({"status": "the network's process is not running; it starts "
+                                 "again"}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return JSONResponse({"status": "ready"})
 
 
 def _in_thread(predictor: Predictor) -> Callable[[list[tuple[str, np.ndarray]]],

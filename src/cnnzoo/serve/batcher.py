@@ -78,9 +78,11 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
-    async def stop(self) -> None:
-        """Answer what is queued, then stop (the server is draining)."""
-        while self._queue:
+    async def stop(self, seconds: float = 30) -> None:
+        """Answer what is queued and running, then stop (the server is draining); after
+        `seconds` (a network that never answers) stop all the same."""
+        deadline = time.monotonic() + seconds
+        while (self._queue or self._running) and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
         if self._task is not None:
             self._task.cancel()

@@ -15,7 +15,9 @@ classes of `Predictor.rank`) or FAILED (the error, as text; it goes on serving).
 start it says READY (JSON: how it runs) or FAILED and ends. It ignores SIGINT and
 SIGTERM: the server ends it by closing the socket once the requests in flight are
 answered, and a server that dies closes it too. A network process that ends during a
-batch fails that batch's requests (503) and starts again for the next.
+batch fails that batch's requests (503) and starts again for the next batch, or for
+/health (503 until it is up); after a start that failed, batches are refused (503) for
+RETRY_SECONDS before the next try.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -44,6 +47,7 @@ SHAPE = struct.Struct("<4I")  # images, depth, height, width of the uint8 pixels
 COUNTS = struct.Struct("<2I")  # images, classes each, of the values and classes after it
 READY, BATCH, RANKED, FAILED = b"Y", b"B", b"R", b"E"
 START_SECONDS = 600  # the longest a network process may take to load and warm up
+RETRY_SECONDS = 5.0  # after a failed start, batches are refused this long before another
 
 
 class NetworkFailed(Exception):
@@ -126,49 +130,90 @@ class NetworkProcess:
         self._socket: socket.socket | None = None
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock: asyncio.Lock | None = None
+        self._retry_at = 0.0  # no new start before this time.monotonic(), after one failed
+        self._last_failure = ""
 
     @property
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
 
+    @property
+    def up(self) -> bool:
+        """Whether the network's process runs and its socket is open."""
+        return (self._socket is not None and self.process is not None
+                and self.process.poll() is None)
+
     def start(self) -> None:
         """Start the network's process and wait until it has loaded and warmed up the
         network; CnnzooError with its message when it cannot."""
         ours, theirs = socket.socketpair()
-        with theirs:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cnnzoo.serve.network", str(theirs.fileno()),
-                 json.dumps(asdict(self.options))],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-        ours.settimeout(START_SECONDS)
         try:
-            kind, payload = _receive(ours)
-        except (EOFError, OSError):
+            with theirs:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "cnnzoo.serve.network", str(theirs.fileno()),
+                     json.dumps(asdict(self.options))],
+                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            ours.settimeout(START_SECONDS)
+            payload = self._ready(ours)
+        except BaseException:
             ours.close()
-            code = self.process.wait(START_SECONDS)
-            raise CnnzooError(f"the network's process ended before it was ready (exit code "
-                              f"{code}); its output above says why") from None
-        if kind != READY:
-            ours.close()
-            self.process.wait(START_SECONDS)
-            raise CnnzooError(payload.decode())
+            raise
         self.runs_as = json.loads(payload)["runs_as"]
         self.predictor.runs_as = self.runs_as
         self.starts += 1
         ours.setblocking(False)
         self._socket, self._streams = ours, None
 
+    def _ready(self, ours: socket.socket) -> bytearray:
+        """READY's payload; CnnzooError for FAILED's message, an end or a timeout."""
+        assert self.process is not None
+        try:
+            kind, payload = _receive(ours)
+        except TimeoutError:
+            self.process.kill()
+            self.process.wait()
+            raise CnnzooError(f"the network's process was not ready within {START_SECONDS} "
+                              "s and was stopped") from None
+        except (EOFError, OSError):
+            code = self.process.wait(START_SECONDS)
+            raise CnnzooError(f"the network's process ended before it was ready (exit code "
+                              f"{code}); its output above says why") from None
+        if kind != READY:
+            self.process.wait(START_SECONDS)  # it ends right after saying why
+            raise CnnzooError(payload.decode())
+        return payload
+
+    async def ensure_up(self) -> None:
+        """Start the network's process again where it has ended (at most once every
+        RETRY_SECONDS); NetworkDown when it cannot."""
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            await self._ensure_up()
+
+    async def _ensure_up(self) -> None:
+        if self.up:
+            return
+        if time.monotonic() < self._retry_at:
+            raise NetworkDown(f"the network's process cannot start: {self._last_failure}")
+        self._close()
+        loop = asyncio.get_running_loop()
+        if self.process is not None and self.process.poll() is None:  # its socket broke
+            self.process.kill()
+            await loop.run_in_executor(None, self.process.wait)
+        try:
+            await loop.run_in_executor(None, self.start)
+        except Exception as exc:  # any reason, as JSON to the waiting requests
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            self._last_failure = str(exc) if isinstance(exc, CnnzooError) else repr(exc)
+            raise NetworkDown(f"the network's process cannot start: {self._last_failure}"
+                              ) from None
+
     async def answer(self, items: list[tuple[str, np.ndarray]]) -> list[Prediction]:
         """The predictions for (name, uint8 pixels) items, from the network's process;
         NetworkFailed or NetworkDown when it has none."""
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
-            if self.process is None or self.process.poll() is not None:
-                self._close()
-                try:
-                    await asyncio.get_running_loop().run_in_executor(None, self.start)
-                except CnnzooError as exc:
-                    raise NetworkDown(f"the network's process cannot start: {exc}") from None
+            await self._ensure_up()
             values, index = await self._exchange(np.stack([pixels for _, pixels in items]))
         return self.predictor.predictions([name for name, _ in items], [None] * len(items),
                                           values, index)
@@ -185,8 +230,8 @@ class NetworkProcess:
             payload = await reader.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError):
             self._close()
-            raise NetworkDown(f"the network's process ended ({self._ending()}) during this "
-                              "batch; it starts again for the next one") from None
+            raise NetworkDown(f"the network's process ended ({await self._ending()}) during "
+                              "this batch; it starts again for the next one") from None
         if kind == FAILED:
             raise NetworkFailed(f"the network failed on this batch: {payload.decode()}")
         images, count = COUNTS.unpack_from(payload)
@@ -194,18 +239,23 @@ class NetworkProcess:
         index = np.frombuffer(payload, np.int32, images * count, COUNTS.size + 4 * images * count)
         return values.reshape(images, count), index.reshape(images, count)
 
-    def _ending(self) -> str:
-        """How the process ended, as far as a moment's wait tells: its socket closes as
-        it exits."""
-        try:
-            code = self.process.wait(1) if self.process is not None else None
-        except subprocess.TimeoutExpired:
-            return "still exiting"
-        return f"exit code {code}"
+    async def _ending(self) -> str:
+        """How the process ended, as far as a second tells: its socket closes as it
+        exits, a moment before its exit code is there to read."""
+        for _ in range(20):
+            code = None if self.process is None else self.process.poll()
+            if code is not None:
+                return f"exit code {code}"
+            await asyncio.sleep(0.05)
+        return "still exiting"
 
     def _close(self) -> None:
         if self._streams is not None:
-            self._streams[1].close()
+            try:
+                self._streams[1].close()
+            except RuntimeError:  # its event loop has closed (a second Ctrl-C)
+                if self._socket is not None:
+                    self._socket.close()
         elif self._socket is not None:
             self._socket.close()
         self._socket, self._streams = None, None
@@ -239,7 +289,7 @@ def _serve_batches(sock: socket.socket, predictor: Predictor) -> None:
     while True:
         try:
             kind, payload = _receive(sock)
-        except EOFError:
+        except (EOFError, OSError):  # closed, or reset by a server that died mid-batch
             return
         try:
             if kind != BATCH:
@@ -252,7 +302,10 @@ def _serve_batches(sock: socket.socket, predictor: Predictor) -> None:
                             values.astype(np.float32).tobytes(), index.astype(np.int32).tobytes())
         except Exception as exc:  # one bad batch fails its requests, not the server
             answer = _frame(FAILED, f"{type(exc).__name__}: {exc}".encode())
-        sock.sendall(answer)
+        try:
+            sock.sendall(answer)
+        except OSError:  # the server is gone
+            return
 
 
 def main(argv: list[str]) -> int:
@@ -270,10 +323,14 @@ def main(argv: list[str]) -> int:
                        _count(predictor))  # warm up
     except Exception as exc:
         message = str(exc) if isinstance(exc, CnnzooError) else f"{type(exc).__name__}: {exc}"
-        sock.sendall(_frame(FAILED, message.encode()))
+        with contextlib.suppress(OSError):  # the server may be gone already
+            sock.sendall(_frame(FAILED, message.encode()))
         return 2
     settle()
-    sock.sendall(_frame(READY, json.dumps({"runs_as": predictor.runs_as}).encode()))
+    try:
+        sock.sendall(_frame(READY, json.dumps({"runs_as": predictor.runs_as}).encode()))
+    except OSError:
+        return 0
     with sock:
         _serve_batches(sock, predictor)
     return 0

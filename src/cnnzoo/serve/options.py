@@ -3,11 +3,14 @@ the server (uvicorn's workers and the network's own) as JSON."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from cnnzoo.errors import CnnzooError
 
 NETWORK_PLACES = ("process", "thread")
+# A process of its own takes a socket pair passed to a child, which needs POSIX.
+DEFAULT_NETWORK = "process" if os.name == "posix" else "thread"
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class ServeOptions:
     max_bytes: int = 16 << 20  # the largest request body accepted
     max_files: int = 256  # files in one /predict/batch request at most
     threads: int | None = None  # torch's and onnxruntime's threads per worker; None: torch's
-    network: str = "process"  # where the forward pass runs: its own process, or a thread
+    network: str = DEFAULT_NETWORK  # where the forward pass runs: its own process, or a thread
 
     def __post_init__(self) -> None:
         if self.network not in NETWORK_PLACES:

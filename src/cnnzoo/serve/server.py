@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.serve.app import create_app
@@ -21,14 +24,21 @@ from cnnzoo.serve.options import ServeOptions
 from cnnzoo.tools.predict.predictor import Predictor
 
 OPTIONS_VARIABLE = "CNNZOO_SERVE_OPTIONS"  # how worker processes learn the options
+FAILURE_VARIABLE = "CNNZOO_SERVE_FAILURES"  # a file where a worker that cannot start says why
 GRACE_SECONDS = 30  # the longest a drain waits for requests in flight
+WORKER_CANNOT_START = 3  # uvicorn's STARTUP_FAILURE: its supervisor then stops them all
 
 
 def app_from_environment():  # -> Starlette; the factory uvicorn's worker processes call
     """The app for the options the parent process put in the environment."""
     options = ServeOptions(**json.loads(os.environ[OPTIONS_VARIABLE]))
     use_threads(options.threads)
-    predictor, network = load(options)
+    try:
+        predictor, network = load(options)
+    except CnnzooError as exc:  # exit 3: uvicorn stops every worker, not start this again
+        with open(os.environ[FAILURE_VARIABLE], "a") as failures:
+            failures.write(f"{exc}\n")
+        sys.exit(WORKER_CANNOT_START)
     settle()
     return create_app(options, predictor, network)
 
@@ -70,10 +80,25 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
             uvicorn.run(create_app(options, predictor, network), **settings)
         else:
             del predictor  # each worker loads its own
-            os.environ[OPTIONS_VARIABLE] = json.dumps(asdict(options))
-            uvicorn.run("cnnzoo.serve.server:app_from_environment", factory=True,
-                        workers=workers, **settings)
+            run_workers(options, workers, settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if network is not None:  # stopped already once drained; not if uvicorn never ran
             network.stop()
+
+
+def run_workers(options: ServeOptions, workers: int, settings: dict) -> None:
+    """uvicorn's worker processes, each loading the network with `app_from_environment`;
+    CnnzooError with its message when one could not (uvicorn then stops them all)."""
+    import uvicorn
+
+    with tempfile.TemporaryDirectory(prefix="cnnzoo-serve-") as folder:
+        failures = Path(folder) / "failures"
+        failures.touch()
+        os.environ[OPTIONS_VARIABLE] = json.dumps(asdict(options))
+        os.environ[FAILURE_VARIABLE] = str(failures)
+        uvicorn.run("cnnzoo.serve.server:app_from_environment", factory=True,
+                    workers=workers, **settings)
+        said = failures.read_text().strip()
+    if said:
+        raise CnnzooError(f"a worker could not start: {said.splitlines()[0]}")
