@@ -201,3 +201,19 @@ def test_a_worker_whose_network_cannot_start_writes_why_and_exits_3(tmp_path, mo
         server.app_from_environment()
     assert exited.value.code == 3  # uvicorn's supervisor then stops every worker
     assert "nowhere" in failures.read_text()
+
+
+def test_serve_says_why_a_worker_could_not_start_and_fails(monkeypatch):
+    import uvicorn
+
+    from cnnzoo.serve import server
+
+    def workers_one_of_which_fails(*args, **kwargs) -> None:  # as uvicorn's supervisor
+        with open(os.environ[server.FAILURE_VARIABLE], "a") as failures:
+            failures.write("CUDA out of memory\n")
+
+    monkeypatch.setattr(uvicorn, "run", workers_one_of_which_fails)
+    with pytest.raises(CnnzooError, match="a worker could not start: CUDA out of memory"):
+        server.run_workers(ServeOptions("lenet5"), 2, {})
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    server.run_workers(ServeOptions("lenet5"), 2, {})  # none failed: it returns
