@@ -212,6 +212,8 @@ def test_serve_says_why_a_worker_could_not_start_and_fails(monkeypatch):
         with open(os.environ[server.FAILURE_VARIABLE], "a") as failures:
             failures.write("CUDA out of memory\n")
 
+    for variable in (server.OPTIONS_VARIABLE, server.FAILURE_VARIABLE):
+        monkeypatch.setenv(variable, "")  # run_workers sets them; restored after the test
     monkeypatch.setattr(uvicorn, "run", workers_one_of_which_fails)
     with pytest.raises(CnnzooError, match="a worker could not start: CUDA out of memory"):
         server.run_workers(ServeOptions("lenet5"), 2, {})
