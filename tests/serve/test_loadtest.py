@@ -108,3 +108,14 @@ def test_a_refused_request_is_an_error() -> None:
             latencies(refusing.port, [b"x"], rate=50.0, seconds=0.1)
     finally:
         refusing.stop()
+
+
+def test_the_clients_measure_with_the_garbage_collector_off_and_restore_it():
+    import gc
+
+    from cnnzoo.serve.loadtest import collector_off
+
+    assert gc.isenabled()
+    with collector_off():
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0

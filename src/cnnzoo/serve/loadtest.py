@@ -9,7 +9,10 @@ kept-alive connections (as a client library's pool keeps them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from cnnzoo.serve.timing import HEADER, server_timing
@@ -23,6 +26,21 @@ def post(body: bytes) -> bytes:
     connection open)."""
     return (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)) + body
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """No garbage collection in the clients while they measure: in a process that has
+    imported torch (the benchmark's, for the ceiling), a full pass took 50-90 ms, which
+    held up every client at once and showed as the server's tail."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 class Reply(NamedTuple):
@@ -62,7 +80,8 @@ def saturate(port: int, bodies: list[bytes], clients: int, seconds: float) -> fl
         done = await asyncio.gather(*(client(k, start + seconds) for k in range(clients)))
         return sum(done) / (time.monotonic() - start)
 
-    return asyncio.run(asyncio.wait_for(run(), seconds + 120))
+    with collector_off():
+        return asyncio.run(asyncio.wait_for(run(), seconds + 120))
 
 
 class Latencies(NamedTuple):
@@ -116,5 +135,6 @@ def latencies(port: int, bodies: list[bytes], rate: float, seconds: float) -> La
         for _, _, writer in idle:
             writer.close()
 
-    asyncio.run(asyncio.wait_for(run(), seconds + 120))
+    with collector_off():
+        asyncio.run(asyncio.wait_for(run(), seconds + 120))
     return Latencies(measured, late, server)
