@@ -3,7 +3,7 @@ what the server costs against the bare network, for each config named.
 
     nice -n 10 .venv/bin/python scripts/bench_serve.py [--configs lenet5 fashion-best] \\
         [--clients 32] [--seconds 10] [--max-batch 64] [--max-wait-ms 5] [--threads 1] \\
-        [--backend torch|onnxruntime] [--network process|thread]
+        [--backend torch|onnxruntime] [--network process|thread] [--workers 1]
 
 For each config, with Fashion-MNIST test images as PNG bodies of POST /predict:
 - saturated: `--clients` clients, each sending its next request when the last is
@@ -72,7 +72,7 @@ class Server:
         command = [sys.executable, "-m", "cnnzoo", "serve", config, "--pretrained", "--port",
                    str(self.port), "--max-batch", str(max_batch), "--max-wait-ms",
                    str(args.max_wait_ms), "--backend", args.backend, "--max-queue", "4096",
-                   "--network", args.network]
+                   "--network", args.network, "--workers", str(args.workers)]
         if args.threads:
             command += ["--threads", str(args.threads)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     parser.add_argument("--network", default="process", choices=["process", "thread"],
                         help="where the server runs the forward pass (cnnzoo serve --network)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (cnnzoo "
+                        "serve --workers; the batch sizes are one worker's)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -201,7 +203,7 @@ def main() -> None:
         sys.exit(str(exc))
     print(f"{args.clients} clients, {args.seconds:g} s per rate, --max-batch "
           f"{args.max_batch}, --max-wait-ms {args.max_wait_ms:g}, --backend {args.backend}, "
-          f"--network {args.network}, "
+          f"--network {args.network}, --workers {args.workers}, "
           f"threads {args.threads or 'torch default'}, {os.cpu_count()} CPUs, HTTP parsed by "
           f"{'httptools' if importlib.util.find_spec('httptools') else 'h11'}\n")
     print("| config | saturated req/s | ceiling img/s (at the batches formed) | share | "

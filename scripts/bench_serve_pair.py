@@ -76,7 +76,7 @@ def main() -> None:
         for place in PLACES:
             servers[place] = Server(args.config, 64, argparse.Namespace(
                 max_wait_ms=args.max_wait_ms, backend=args.backend, threads=args.threads,
-                network=place))
+                network=place, workers=1))
             saturate(servers[place].port, bodies, 32, 1.0)  # warm the connections and caches
         rate = args.rate or saturate(servers[PLACES[0]].port, bodies, 32, args.seconds) / 2
         print(f"{args.config}, --backend {args.backend}, {args.threads} network thread(s), "
