@@ -55,7 +55,8 @@ class NetworkFailed(Exception):
 
 
 class NetworkDown(Exception):
-    """The network's process ended during a batch; it starts again for the next one."""
+    """The network's process ended during a batch (it starts again for the next one),
+    or cannot start; the batch's requests are answered 503."""
 
 
 def use_threads(threads: int | None) -> None:
@@ -90,10 +91,6 @@ def load_predictor(options: ServeOptions) -> Predictor:
     if options.network == "thread":
         one_call(predictor)
     return predictor
-
-
-def _count(predictor: Predictor) -> int:
-    return min(predictor.top, len(predictor.classes))
 
 
 def _receive(sock: socket.socket) -> tuple[bytes, bytearray]:
@@ -285,7 +282,7 @@ class NetworkProcess:
 
 def _serve_batches(sock: socket.socket, predictor: Predictor) -> None:
     """Answer BATCH frames until the server closes the socket."""
-    count = _count(predictor)
+    count = predictor.classes_per_answer()
     while True:
         try:
             kind, payload = _receive(sock)
@@ -298,8 +295,9 @@ def _serve_batches(sock: socket.socket, predictor: Predictor) -> None:
             pixels = np.frombuffer(payload, np.uint8, offset=SHAPE.size).reshape(
                 images, depth, height, width)
             values, index = predictor.rank(pixels, count)
-            answer = _frame(RANKED, COUNTS.pack(images, count),
-                            values.astype(np.float32).tobytes(), index.astype(np.int32).tobytes())
+            answer = _frame(RANKED, COUNTS.pack(images, count),  # no copy of float32 values
+                            np.asarray(values, np.float32).tobytes(),
+                            index.astype(np.int32).tobytes())
         except Exception as exc:  # one bad batch fails its requests, not the server
             answer = _frame(FAILED, f"{type(exc).__name__}: {exc}".encode())
         try:
@@ -320,7 +318,7 @@ def main(argv: list[str]) -> int:
         predictor = load_predictor(served)
         volume = predictor.volume
         predictor.rank(np.zeros((1, volume.depth, volume.height, volume.width), np.uint8),
-                       _count(predictor))  # warm up
+                       predictor.classes_per_answer())  # warm up
     except Exception as exc:
         message = str(exc) if isinstance(exc, CnnzooError) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(OSError):  # the server may be gone already

@@ -154,6 +154,11 @@ class Predictor:
                                     self.transform.neg_shift).float().cpu()
         return logits.softmax(1) if self.kind == "probability" else logits
 
+    def classes_per_answer(self, top: int | None = None) -> int:
+        """How many classes an answer lists: `top` (default: the Predictor's), at most
+        all of them."""
+        return min(top or self.top, len(self.classes))
+
     def rank(self, pixels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The `count` highest probabilities (or scores) of each uint8 image of `pixels`
         (N, C, H, W), most likely first, as float32 (N, count), and their classes (N, count)."""
@@ -181,7 +186,7 @@ class Predictor:
         """Predictions for decoded images, in order: an image whose pixels are None gets
         its error instead, and the readable ones run as one batch."""
         readable = [p for p in pixels if p is not None]
-        count = min(top or self.top, len(self.classes))
+        count = self.classes_per_answer(top)
         values = index = np.zeros((0, count))
         if readable:
             values, index = self.rank(np.stack(readable), count)
